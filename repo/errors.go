@@ -1,0 +1,24 @@
+// Package repo is Straddle's repository engine: an encrypted, deduplicated store of snapshots in any
+// storage.Backend. It knows nothing of Kubernetes.
+package repo
+
+import (
+	"errors"
+
+	"github.com/straddle-io/straddle/repo/pack"
+	"github.com/straddle-io/straddle/repo/storage"
+)
+
+// Sentinel errors callers test with errors.Is.
+var (
+	// ErrNoRepository means there is no repository at the location.
+	ErrNoRepository = errors.New("no repository here")
+	// ErrWrongPassword means no key file opens with the password.
+	ErrWrongPassword = errors.New("wrong password: no key in the repository opens with it")
+	// ErrExists means init found a repository already there.
+	ErrExists = errors.New("a repository already exists here")
+	// ErrNotFound means a blob, snapshot or object is missing.
+	ErrNotFound = storage.ErrNotFound
+	// ErrCorrupt means stored data failed authentication or did not decode.
+	ErrCorrupt = pack.ErrCorrupt
+)

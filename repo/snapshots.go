@@ -1,0 +1,138 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/straddle-io/straddle/repo/id"
+	"github.com/straddle-io/straddle/repo/snapshot"
+	"github.com/straddle-io/straddle/repo/storage"
+)
+
+// SaveSnapshot seals and stores a snapshot and sets its ID. Call it only after the index files for every blob
+// it references are stored.
+func (r *Repository) SaveSnapshot(ctx context.Context, s *snapshot.Snapshot) (id.ID, error) {
+	plain, err := s.Encode()
+	if err != nil {
+		return id.Null, err
+	}
+	s.ID = id.Hash(plain)
+	if err := storage.PutBytes(ctx, r.be, snapshot.Name(s.ID), r.key.Seal(nil, plain, snapshot.AD)); err != nil {
+		return id.Null, fmt.Errorf("save snapshot %s: %w", s.ID.Short(), err)
+	}
+	return s.ID, nil
+}
+
+// LoadSnapshot reads one snapshot.
+func (r *Repository) LoadSnapshot(ctx context.Context, snapID id.ID) (*snapshot.Snapshot, error) {
+	buf, err := storage.ReadAll(ctx, r.be, snapshot.Name(snapID))
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot %s: %w", snapID.Short(), err)
+	}
+	plain, err := r.key.Open(nil, buf, snapshot.AD)
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot %s: %w: %w", snapID.Short(), err, ErrCorrupt)
+	}
+	s, err := snapshot.Decode(plain)
+	if err != nil {
+		return nil, fmt.Errorf("load snapshot %s: %w", snapID.Short(), err)
+	}
+	if s.ID != snapID {
+		return nil, fmt.Errorf("load snapshot %s: content does not match its name: %w", snapID.Short(), ErrCorrupt)
+	}
+	return s, nil
+}
+
+// ListSnapshots loads every snapshot, oldest first.
+func (r *Repository) ListSnapshots(ctx context.Context) ([]*snapshot.Snapshot, error) {
+	ids, err := r.listIDs(ctx, "snapshots/")
+	if err != nil {
+		return nil, err
+	}
+	snaps := make([]*snapshot.Snapshot, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, sid := range ids {
+		g.Go(func() error {
+			s, err := r.LoadSnapshot(gctx, sid)
+			snaps[i] = s
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(snaps, func(a, b *snapshot.Snapshot) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return id.Compare(a.ID, b.ID)
+	})
+	return snaps, nil
+}
+
+// Filter selects snapshots; empty fields match everything.
+type Filter struct {
+	Host string
+	Path string
+	Tags map[string]string
+}
+
+// Match reports whether s passes the filter.
+func (f Filter) Match(s *snapshot.Snapshot) bool {
+	if f.Host != "" && s.Host != f.Host {
+		return false
+	}
+	if f.Path != "" && !slices.Contains(s.Paths, f.Path) {
+		return false
+	}
+	for k, v := range f.Tags {
+		if s.Tags[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// FindSnapshot resolves "latest" (the newest snapshot passing the filter) or a unique ID prefix.
+func (r *Repository) FindSnapshot(ctx context.Context, ref string, f Filter) (*snapshot.Snapshot, error) {
+	if ref == "latest" {
+		snaps, err := r.ListSnapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range slices.Backward(snaps) {
+			if f.Match(s) {
+				return s, nil
+			}
+		}
+		return nil, fmt.Errorf("no snapshot matches: %w", ErrNotFound)
+	}
+	if full, err := id.Parse(ref); err == nil {
+		return r.LoadSnapshot(ctx, full)
+	}
+	if len(ref) < 4 || strings.Trim(ref, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("%q is neither \"latest\" nor a snapshot ID (at least 4 hex digits)", ref)
+	}
+	ids, err := r.listIDs(ctx, "snapshots/")
+	if err != nil {
+		return nil, err
+	}
+	var match []id.ID
+	for _, i := range ids {
+		if strings.HasPrefix(i.String(), ref) {
+			match = append(match, i)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("no snapshot with ID %s: %w", ref, ErrNotFound)
+	case 1:
+		return r.LoadSnapshot(ctx, match[0])
+	}
+	return nil, fmt.Errorf("snapshot ID prefix %s is ambiguous: %d snapshots match", ref, len(match))
+}
