@@ -45,6 +45,13 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	return nil
 }
 
+// UseIndex replaces the in-memory index with one the caller built, such as check's, which skips damaged
+// index files instead of failing.
+func (r *Repository) UseIndex(idx *index.Index, files []id.ID) {
+	r.idx = idx
+	r.indexFiles = files
+}
+
 // IndexFiles lists the index files LoadIndex read.
 func (r *Repository) IndexFiles() []id.ID { return r.indexFiles }
 

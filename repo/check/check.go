@@ -157,6 +157,8 @@ func (c *checker) checkIndex(ctx context.Context) error {
 		}
 	}
 	c.idx = b.Build()
+	// Trees are read through the repository, so it must see what the check sees.
+	c.r.UseIndex(c.idx, names)
 	return nil
 }
 
