@@ -182,7 +182,7 @@ func getScratch(n int) *[]byte {
 
 func putScratch(b *[]byte) {
 	// Huge buffers (tree blobs of giant directories) are dropped rather than pinned in the pool.
-	if cap(*b) <= MaxChunkSize+crypto.Overhead+1024 {
+	if cap(*b) <= MaxChunkSize+MaxChunkSize/64+crypto.Overhead+(64<<10) {
 		*b = (*b)[:0]
 		scratchPool.Put(b)
 	}

@@ -43,7 +43,7 @@ type Writer struct {
 	done    <-chan struct{} // closed when the session fails
 
 	mu        sync.Mutex
-	packers   [pack.NumBlobTypes]*pack.Writer
+	packers   [pack.NumBlobTypes]*openPack
 	inflight  [pack.NumBlobTypes]map[id.ID]struct{} // accepted, not yet in the index
 	unindexed []index.PackBlobs                     // stored, not yet in an index file
 	stats     WriterStats
@@ -120,35 +120,66 @@ func (w *Writer) SaveBlobWithID(ctx context.Context, t pack.BlobType, blobID id.
 	w.inflight[t][blobID] = struct{}{}
 	w.mu.Unlock()
 
-	// Compress and seal outside the lock, so every core works; only the append is serialised.
-	zbuf := getScratch(len(data))
+	// Compress outside the lock, so every core works.
+	zbuf := getScratch(w.r.codec.Bound(len(data)))
 	defer putScratch(zbuf)
 	plain := data
 	if z, ok := w.r.codec.Compress((*zbuf)[:0], data); ok {
 		plain = z
 		*zbuf = z
 	}
-	sbuf := getScratch(len(plain) + crypto.Overhead)
-	defer putScratch(sbuf)
-	sealed := w.r.key.Seal((*sbuf)[:0], plain, blobID[:])
-	*sbuf = sealed
-
+	sealedLen := len(plain) + crypto.Overhead
 	w.mu.Lock()
-	p := w.packers[t]
-	if p == nil {
-		p = pack.NewWriter(getPackBuf(w.r.cfg.PackSize))
-		w.packers[t] = p
-	}
-	p.Add(t, blobID, sealed, len(data))
+	op, region, ready := w.reserve(t, blobID, len(data), sealedLen)
 	w.stats.BlobsAdded++
 	w.stats.BytesAdded += uint64(len(data))
-	if p.Size() < w.r.cfg.PackSize {
-		w.mu.Unlock()
-		return true, nil
-	}
-	w.packers[t] = nil
 	w.mu.Unlock()
-	return true, w.send(ctx, p)
+	if ready != nil {
+		if err := w.send(ctx, ready); err != nil {
+			return false, err
+		}
+	}
+	// Sealing happens outside the lock, straight into the blob's place in the pack: no copy, no contention.
+	w.r.key.Seal(region[:0], plain, blobID[:])
+	w.mu.Lock()
+	op.pending--
+	done := op.full && op.pending == 0
+	w.mu.Unlock()
+	if done {
+		return true, w.send(ctx, op.w)
+	}
+	return true, nil
+}
+
+// openPack is a pack being filled; blobs reserved in it may still be being sealed. The last one sealed into
+// a full pack sends it.
+type openPack struct {
+	w       *pack.Writer
+	pending int
+	full    bool
+}
+
+// reserve finds room for a sealed blob; w.mu must be held. A pack the blob did not fit in, and that no one
+// is sealing into any more, is returned as ready to send.
+func (w *Writer) reserve(t pack.BlobType, blobID id.ID, rawLen, sealedLen int) (op *openPack, region []byte, ready *pack.Writer) {
+	op = w.packers[t]
+	if op != nil && op.w.Size()+sealedLen > w.r.cfg.PackSize {
+		// The blob would overflow the pack: close it first, so pack buffers need no room beyond the pack
+		// size. Whoever seals its last blob sends it, or it goes now if no one is sealing.
+		op.full = true
+		if op.pending == 0 {
+			ready = op.w
+		}
+		op = nil
+	}
+	if op == nil {
+		op = &openPack{w: pack.NewWriter(getPackBuf(w.r.cfg.PackSize, sealedLen))}
+		w.packers[t] = op
+	}
+	// The buffer has room: it was checked above, or it is new and sized for this blob.
+	region, _ = op.w.Reserve(t, blobID, rawLen, sealedLen)
+	op.pending++
+	return op, region, ready
 }
 
 // BlobID computes the ID a plaintext would be stored under.
@@ -167,12 +198,13 @@ func (w *Writer) send(ctx context.Context, p *pack.Writer) error {
 
 func (w *Writer) flushPacks(ctx context.Context) error {
 	for t := range w.packers {
+		// fn has returned, so nothing is being sealed into the last packs.
 		w.mu.Lock()
-		p := w.packers[t]
+		op := w.packers[t]
 		w.packers[t] = nil
 		w.mu.Unlock()
-		if p != nil && p.Count() > 0 {
-			if err := w.send(ctx, p); err != nil {
+		if op != nil && op.w.Count() > 0 {
+			if err := w.send(ctx, op.w); err != nil {
 				return err
 			}
 		}
@@ -249,12 +281,14 @@ func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (id.ID, e
 
 var packBufs sync.Pool
 
-func getPackBuf(packSize int) []byte {
-	if b, ok := packBufs.Get().(*[]byte); ok && cap(*b) >= packSize {
+// getPackBuf returns a buffer with room for a full pack and its header, or for a single blob of blobLen bytes
+// (a huge directory's tree) if that is larger.
+func getPackBuf(packSize, blobLen int) []byte {
+	want := max(packSize, blobLen) + 1<<20
+	if b, ok := packBufs.Get().(*[]byte); ok && cap(*b) >= want {
 		return (*b)[:0]
 	}
-	// Room for a full pack plus one maximal chunk and its header, so appends rarely reallocate.
-	return make([]byte, 0, packSize+MaxChunkSize+(1<<20))
+	return make([]byte, 0, want)
 }
 
 func putPackBuf(b []byte) {

@@ -380,9 +380,9 @@ func (b *backup) readFile(ctx context.Context, fj *fileJob, chk *chunker.Chunker
 		return errors.New("replaced by another file while the backup ran")
 	}
 	var read uint64
-	emit := func(data []byte) error {
-		cb := getBuf(len(data))
-		*cb = append((*cb)[:0], data...)
+	// emit hands a chunk held in a pooled buffer to the savers, which return the buffer to the pool.
+	emit := func(cb *[]byte) error {
+		data := *cb
 		fj.mu.Lock()
 		n := len(fj.ids)
 		fj.ids = append(fj.ids, id.Null)
@@ -401,13 +401,19 @@ func (b *backup) readFile(ctx context.Context, fj *fileJob, chk *chunker.Chunker
 		}
 	}
 	if node.Size < repo.MinChunkSize {
-		// Small files are one chunk whatever the chunker says; skip its setup.
-		n, err := io.ReadFull(f, buf[:min(int(node.Size)+1, len(buf))])
+		// Small files are one chunk whatever the chunker says: read straight into the chunk's buffer. One
+		// byte more than expected tells a file that grew.
+		cb := getBuf(int(node.Size) + 1)
+		n, err := io.ReadFull(f, (*cb)[:node.Size+1])
 		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			putBuf(cb)
 			return fmt.Errorf("read: %w", err)
 		}
-		if n > 0 {
-			if err := emit(buf[:n]); err != nil {
+		if n == 0 {
+			putBuf(cb)
+		} else {
+			*cb = (*cb)[:n]
+			if err := emit(cb); err != nil {
 				return err
 			}
 		}
@@ -421,7 +427,9 @@ func (b *backup) readFile(ctx context.Context, fj *fileJob, chk *chunker.Chunker
 			if err != nil {
 				return fmt.Errorf("read: %w", err)
 			}
-			if err := emit(c.Data); err != nil {
+			cb := getBuf(len(c.Data))
+			*cb = append((*cb)[:0], c.Data...)
+			if err := emit(cb); err != nil {
 				return err
 			}
 		}

@@ -80,6 +80,9 @@ func (c *Codec) Compress(dst, src []byte) ([]byte, bool) {
 	return out, true
 }
 
+// Bound is the most bytes Compress may append for n input bytes, so callers can size buffers once.
+func (c *Codec) Bound(n int) int { return c.enc.MaxEncodedSize(n) }
+
 // Decompress appends the decompressed src to dst and fails unless exactly rawLen bytes come out.
 func (c *Codec) Decompress(dst, src []byte, rawLen int) ([]byte, error) {
 	start := len(dst)

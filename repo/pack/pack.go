@@ -78,6 +78,19 @@ func (w *Writer) Add(t BlobType, blobID id.ID, sealed []byte, rawLen int) {
 	w.buf = append(w.buf, sealed...)
 }
 
+// Reserve records a blob of sealedLen bytes and returns the region of the pack it goes in, for the caller to
+// seal into (outside any lock) before Finish. It returns false, changing nothing, when the blob does not fit
+// the buffer's capacity: regions handed out must never move.
+func (w *Writer) Reserve(t BlobType, blobID id.ID, rawLen, sealedLen int) ([]byte, bool) {
+	start := len(w.buf)
+	if start+sealedLen > cap(w.buf) {
+		return nil, false
+	}
+	w.buf = w.buf[:start+sealedLen]
+	w.blobs = append(w.blobs, Blob{Type: t, ID: blobID, Offset: uint32(start), Length: uint32(sealedLen), RawLength: uint32(rawLen)})
+	return w.buf[start : start+sealedLen : start+sealedLen], true
+}
+
 // Size is the number of blob bytes so far.
 func (w *Writer) Size() int { return len(w.buf) }
 

@@ -2,6 +2,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -79,7 +80,14 @@ func (b *Backend) Put(ctx context.Context, name string, body io.ReaderAt, size i
 	if err != nil {
 		return fmt.Errorf("put %s: %w", name, err)
 	}
-	err = writeSync(f, io.NewSectionReader(body, 0, size), size)
+	var r io.Reader = io.NewSectionReader(body, 0, size)
+	if br, ok := body.(*bytes.Reader); ok && br.Size() == size {
+		// Write the caller's buffer in one go instead of through a copy loop.
+		if _, err := br.Seek(0, io.SeekStart); err == nil {
+			r = br
+		}
+	}
+	err = writeSync(f, r, size)
 	if err == nil {
 		err = os.Rename(tmp, p)
 	}

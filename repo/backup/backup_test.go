@@ -1,0 +1,149 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/straddle-io/straddle/repo/repotest"
+	"github.com/straddle-io/straddle/repo/tree"
+)
+
+// readOne runs readFile on one file whose recorded metadata the test controls, as if the file changed
+// between the walk and the read.
+func readOne(t *testing.T, path string, node tree.Node) (*backup, error) {
+	t.Helper()
+	r, _ := repotest.New(t)
+	b := &backup{r: r, opts: Options{Now: time.Now}}
+	dj := &dirJob{nodes: []tree.Node{node}, skip: []bool{false}, done: make(chan struct{})}
+	fj := &fileJob{path: path, dir: dj, idx: 0}
+	fj.refs.Store(1)
+	chunks := make(chan chunkJob, 100)
+	buf := make([]byte, 8<<20)
+	err := b.readFile(context.Background(), fj, nil, buf, chunks)
+	close(chunks)
+	for cj := range chunks {
+		putBuf(cj.buf)
+	}
+	return b, err
+}
+
+func statNode(t *testing.T, path string) tree.Node {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := nodeFromInfo(filepath.Base(path), path, fi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestFileThatGrewIsAWarning(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	_ = os.WriteFile(p, []byte("0123456789"), 0o644)
+	n := statNode(t, p)
+	n.Size = 4 // what the walk saw before the file grew
+	b, err := readOne(t, p, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.warnings) != 1 || !strings.Contains(b.warnings[0].Err.Error(), "changed while being read") {
+		t.Fatalf("warnings %v", b.warnings)
+	}
+}
+
+func TestReplacedFileIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	_ = os.WriteFile(p, []byte("old"), 0o644)
+	n := statNode(t, p)
+	// Replaced by another file (another inode) after the walk.
+	_ = os.Remove(p)
+	_ = os.WriteFile(filepath.Join(dir, "pad"), nil, 0o644)
+	_ = os.WriteFile(p, []byte("new!"), 0o644)
+	if _, err := readOne(t, p, n); err == nil || !strings.Contains(err.Error(), "replaced") {
+		t.Fatalf("err = %v", err)
+	}
+	// Replaced by a symlink: never followed.
+	_ = os.Remove(p)
+	_ = os.Symlink("/etc/passwd", p)
+	if _, err := readOne(t, p, n); err == nil {
+		t.Fatal("read followed a symlink")
+	}
+}
+
+// Entries whose full path exceeds PATH_MAX cannot be stat'ed by path: a real way for the walk to meet an entry
+// it cannot read. Each is a warning; the rest of the volume is backed up.
+func TestUnreadableEntriesAreWarningsAndTheBackupCompletes(t *testing.T) {
+	src := t.TempDir()
+	_ = os.WriteFile(filepath.Join(src, "ok"), []byte("fine"), 0o644)
+	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Repeat("n", 250)
+	for range 20 { // 20 × 251 bytes > PATH_MAX (4096)
+		if err := unix.Mkdirat(fd, name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Join(src, name)) })
+
+	r, _ := repotest.New(t)
+	res, err := Run(context.Background(), r, Options{Path: src})
+	if err != nil {
+		t.Fatalf("backup failed instead of warning: %v", err)
+	}
+	if len(res.Warnings) == 0 || res.Summary.Warnings != uint64(len(res.Warnings)) {
+		t.Fatalf("no warnings for unreadable entries: %+v", res.Summary)
+	}
+	if !errors.Is(res.Warnings[0].Err, unix.ENAMETOOLONG) {
+		t.Errorf("warning %v, want ENAMETOOLONG", res.Warnings[0])
+	}
+	if res.Summary.FilesNew != 1 {
+		t.Errorf("files new = %d, want the one readable file", res.Summary.FilesNew)
+	}
+}
+
+func TestProgressReportsTotals(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	repotest.MakeTree(t, src, repotest.TreeOptions{Seed: 21, Files: 30, Big: 2 << 20})
+	r, _ := repotest.New(t)
+	var mu sync.Mutex
+	var reports []Progress
+	res, err := Run(context.Background(), r, Options{Path: src, ProgressInterval: time.Millisecond, Progress: func(p Progress) {
+		mu.Lock()
+		reports = append(reports, p)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := reports[len(reports)-1]
+	files := res.Summary.FilesNew + res.Summary.FilesChanged + res.Summary.FilesUnmodified
+	if !last.ScanDone || last.FilesDone != files || last.FilesTotal != last.FilesDone || last.BytesDone != last.BytesTotal || last.BytesTotal != res.Summary.BytesTotal {
+		t.Fatalf("final progress %+v, summary %+v", last, res.Summary)
+	}
+	for i := 1; i < len(reports); i++ {
+		if reports[i].BytesDone < reports[i-1].BytesDone {
+			t.Fatalf("progress went backwards: %+v then %+v", reports[i-1], reports[i])
+		}
+	}
+}
