@@ -21,6 +21,7 @@ import (
 
 	"github.com/restic/chunker"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/id"
@@ -90,15 +91,18 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Result, error)
 	if err != nil {
 		return nil, fmt.Errorf("backup path: %w", err)
 	}
-	fi, err := os.Lstat(abs)
-	if err != nil {
-		return nil, fmt.Errorf("backup path: %w", err)
+	var st unix.Stat_t
+	if err := unix.Lstat(abs, &st); err != nil {
+		return nil, fmt.Errorf("backup path %s: %w", abs, err)
 	}
-	if !fi.IsDir() {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, fmt.Errorf("backup path %s is not a directory", abs)
 	}
-	root, err := nodeFromInfo("", abs, fi)
+	root, err := nodeFromStat("", &st)
 	if err != nil {
+		return nil, err
+	}
+	if root.Xattrs, err = readXattrs(abs); err != nil {
 		return nil, err
 	}
 	b := &backup{r: r, opts: opts, start: opts.Now()}
@@ -238,38 +242,31 @@ func (b *backup) pipeline(ctx context.Context, root string) (id.ID, error) {
 // walkDir lists a directory in name order, queues its changed files, recurses into subdirectories and then
 // queues the directory itself, so the finisher sees every directory after its children.
 func (b *backup) walkDir(ctx context.Context, path string, parentTree id.ID, parent *dirJob, parentIdx int, files chan<- *fileJob, dirs chan<- *dirJob) (*dirJob, error) {
-	entries, err := os.ReadDir(path)
-	if err != nil {
-		if parent == nil {
-			return nil, fmt.Errorf("read directory %s: %w", path, err)
-		}
-		b.warn(path, fmt.Errorf("read directory: %w", err))
-		entries = nil
-	}
 	old, err := b.loadParentTree(ctx, parentTree)
 	if err != nil {
 		return nil, err
 	}
-	dj := &dirJob{path: path, nodes: make([]tree.Node, len(entries)), skip: make([]bool, len(entries)), parent: parent, parentIdx: parentIdx, done: make(chan struct{})}
+	dj, err := b.statEntries(path, old)
+	if err != nil {
+		if parent == nil {
+			return nil, err
+		}
+		b.warn(path, err)
+		dj = &dirJob{}
+	}
+	dj.path, dj.parent, dj.parentIdx, dj.done = path, parent, parentIdx, make(chan struct{})
 	dj.pending.Store(1)
 	b.dirs.Add(1)
-	for i, e := range entries {
+	for i := range dj.nodes {
+		if dj.skip[i] {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		name := e.Name()
-		full := filepath.Join(path, name)
-		fi, err := os.Lstat(full)
-		if err == nil {
-			dj.nodes[i], err = nodeFromInfo(name, full, fi)
-		}
-		if err != nil {
-			b.warn(full, err)
-			dj.skip[i] = true
-			continue
-		}
 		node := &dj.nodes[i]
-		prev := findNode(old, name)
+		full := filepath.Join(path, node.Name)
+		prev := findNode(old, node.Name)
 		switch node.Type {
 		case tree.Dir:
 			var sub id.ID
@@ -304,6 +301,57 @@ func (b *backup) walkDir(ctx context.Context, path string, parentTree id.ID, par
 		return nil, ctx.Err()
 	}
 	return dj, nil
+}
+
+// statEntries reads a directory's entries and their metadata relative to the open directory (no full path is
+// resolved per entry, and a parent swapped for a symlink meanwhile cannot redirect it). The directory is
+// closed before the caller recurses, so open descriptors do not grow with depth.
+func (b *backup) statEntries(path string, old *tree.Tree) (*dirJob, error) {
+	d, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open directory: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("read directory: %w", err)
+	}
+	slices.Sort(names)
+	fd := int(d.Fd())
+	dj := &dirJob{nodes: make([]tree.Node, len(names)), skip: make([]bool, len(names))}
+	for i, name := range names {
+		if err := b.statEntry(fd, path, name, findNode(old, name), &dj.nodes[i]); err != nil {
+			b.warn(filepath.Join(path, name), err)
+			dj.skip[i] = true
+		}
+	}
+	return dj, nil
+}
+
+func (b *backup) statEntry(dirfd int, dir, name string, prev *tree.Node, node *tree.Node) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	n, err := nodeFromStat(name, &st)
+	if err != nil {
+		return err
+	}
+	if sameInode(&n, prev) {
+		// Untouched since the parent snapshot: its link target and xattrs are still right.
+		n.LinkTarget, n.Xattrs = prev.LinkTarget, prev.Xattrs
+	} else {
+		if n.Type == tree.Symlink {
+			if n.LinkTarget, err = readLinkAt(dirfd, name); err != nil {
+				return fmt.Errorf("read link: %w", err)
+			}
+		}
+		if n.Xattrs, err = readXattrs(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	*node = n
+	return nil
 }
 
 func (b *backup) loadParentTree(ctx context.Context, treeID id.ID) (*tree.Tree, error) {

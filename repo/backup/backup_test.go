@@ -37,11 +37,11 @@ func readOne(t *testing.T, path string, node tree.Node) (*backup, error) {
 
 func statNode(t *testing.T, path string) tree.Node {
 	t.Helper()
-	fi, err := os.Lstat(path)
-	if err != nil {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
 		t.Fatal(err)
 	}
-	n, err := nodeFromInfo(filepath.Base(path), path, fi)
+	n, err := nodeFromStat(filepath.Base(path), &st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,22 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"slices"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/straddle-io/straddle/repo/tree"
 )
 
-// nodeFromInfo records an entry's metadata from lstat; content and subtrees are filled in later.
-func nodeFromInfo(name, path string, fi fs.FileInfo) (tree.Node, error) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return tree.Node{}, fmt.Errorf("%s: no Unix metadata", path)
-	}
+// nodeFromStat records an entry's metadata; content, subtrees, link targets and xattrs are filled in later.
+func nodeFromStat(name string, st *unix.Stat_t) (tree.Node, error) {
 	n := tree.Node{
 		Name:       name,
 		Mode:       st.Mode & 0o7777,
@@ -31,36 +25,46 @@ func nodeFromInfo(name, path string, fi fs.FileInfo) (tree.Node, error) {
 		Device:     st.Dev,
 		Links:      uint64(st.Nlink),
 	}
-	switch st.Mode & syscall.S_IFMT {
-	case syscall.S_IFREG:
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
 		n.Type = tree.File
 		n.Size = uint64(st.Size)
-	case syscall.S_IFDIR:
+	case unix.S_IFDIR:
 		n.Type = tree.Dir
-	case syscall.S_IFLNK:
+	case unix.S_IFLNK:
 		n.Type = tree.Symlink
-		target, err := os.Readlink(path)
-		if err != nil {
-			return n, fmt.Errorf("read link %s: %w", path, err)
-		}
-		n.LinkTarget = target
-	case syscall.S_IFBLK:
+	case unix.S_IFBLK:
 		n.Type, n.Rdev = tree.BlockDev, st.Rdev
-	case syscall.S_IFCHR:
+	case unix.S_IFCHR:
 		n.Type, n.Rdev = tree.CharDev, st.Rdev
-	case syscall.S_IFIFO:
+	case unix.S_IFIFO:
 		n.Type = tree.FIFO
-	case syscall.S_IFSOCK:
+	case unix.S_IFSOCK:
 		n.Type = tree.Socket
 	default:
-		return n, fmt.Errorf("%s: unknown file type %o", path, st.Mode&syscall.S_IFMT)
+		return n, fmt.Errorf("unknown file type %o", st.Mode&unix.S_IFMT)
 	}
-	xattrs, err := readXattrs(path)
-	if err != nil {
-		return n, err
-	}
-	n.Xattrs = xattrs
 	return n, nil
+}
+
+// sameInode reports whether an entry is the parent snapshot's, untouched: any change to content, metadata or
+// xattrs updates ctime.
+func sameInode(cur, parent *tree.Node) bool {
+	return parent != nil && parent.Type == cur.Type && parent.Inode == cur.Inode && parent.ChangeTime == cur.ChangeTime
+}
+
+// readLinkAt reads a symlink's target relative to an open directory.
+func readLinkAt(dirfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
 }
 
 // readXattrs lists extended attributes without following symlinks. File systems without xattr support are
