@@ -5,7 +5,6 @@ package restore
 import (
 	"context"
 	"fmt"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -29,7 +28,8 @@ type file struct {
 	entry
 	remaining atomic.Int64 // blob writes still to come
 	mu        sync.Mutex
-	f         *os.File
+	fd        int     // open for writing while fd > 0
+	dir       *dirRef // held while the file is open
 }
 
 // use is one place a blob's plaintext goes.

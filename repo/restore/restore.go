@@ -62,6 +62,7 @@ type Result struct {
 type restorer struct {
 	r        *repo.Repository
 	root     *os.Root
+	dirs     *dirCache
 	opts     Options
 	asRoot   bool
 	bytes    atomic.Uint64
@@ -91,10 +92,11 @@ func Run(ctx context.Context, r *repo.Repository, snap *snapshot.Snapshot, opts 
 	if err != nil {
 		return nil, err
 	}
-	rs := &restorer{r: r, root: root, opts: opts, asRoot: os.Geteuid() == 0}
+	rs := &restorer{r: r, root: root, dirs: newDirCache(root), opts: opts, asRoot: os.Geteuid() == 0}
 	stop := rs.startProgress(ctx, p)
 	err = rs.run(ctx, p)
 	stop()
+	rs.dirs.close()
 	if err != nil {
 		return nil, err
 	}
@@ -113,8 +115,15 @@ func (rs *restorer) run(ctx context.Context, p *plan) error {
 			return err
 		}
 	}
+	// Files with content are created when their first blob arrives; the others now.
 	for _, f := range p.files {
-		if err := rs.createFile(f); err != nil {
+		if f.remaining.Load() > 0 {
+			continue
+		}
+		if err := rs.openFile(f); err != nil {
+			return err
+		}
+		if err := rs.finishFile(f); err != nil {
 			return err
 		}
 	}
@@ -192,39 +201,60 @@ func (rs *restorer) makeDir(rel string) error {
 	return nil
 }
 
-// createFile makes the file at its final size, so blobs can be written at any offset in any order and
-// the holes of sparse files stay holes.
-func (rs *restorer) createFile(f *file) error {
-	if err := rs.clear(f.rel); err != nil {
-		return err
-	}
-	h, err := rs.root.OpenFile(f.rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+// openFile creates the file at its final size, so blobs can be written at any offset in any order and the
+// holes of sparse files stay holes. O_EXCL fails on anything already there, a symlink included; only then
+// is the old entry removed.
+func (rs *restorer) openFile(f *file) error {
+	dir, base := path.Split(f.rel)
+	d, err := rs.dirs.acquire(path.Clean("./" + dir))
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", f.rel, err)
 	}
-	if err := h.Truncate(int64(f.node.Size)); err != nil {
-		h.Close()
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(d.fd, base, flags, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		if err = rs.clear(f.rel); err == nil {
+			fd, err = unix.Openat(d.fd, base, flags, 0o600)
+		}
+	}
+	if err == nil {
+		if err = unix.Ftruncate(fd, int64(f.node.Size)); err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		rs.dirs.release(d)
 		return fmt.Errorf("restore %s: %w", f.rel, err)
 	}
-	if f.remaining.Load() > 0 {
-		return h.Close()
-	}
-	// Nothing to write: finish it now.
-	f.f = h
-	return rs.finishFile(f)
+	f.fd, f.dir = fd, d
+	return nil
 }
 
+// finishFile sets the file's metadata through its descriptor and closes it.
 func (rs *restorer) finishFile(f *file) error {
-	err := rs.setFileMeta(f.f, f.rel, f.node)
-	if cerr := f.f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("restore %s: %w", f.rel, cerr)
+	err := rs.setFdMeta(f.fd, f.rel, f.node)
+	if err == nil {
+		err = setTimesAt(f.dir.fd, path.Base(f.rel), f.node)
 	}
-	f.f = nil
+	if cerr := unix.Close(f.fd); err == nil && cerr != nil {
+		err = cerr
+	}
+	rs.dirs.release(f.dir)
+	f.fd, f.dir = 0, nil
 	rs.files.Add(1)
 	if err != nil {
-		return err
+		return fmt.Errorf("restore %s: %w", f.rel, err)
 	}
-	return rs.setTimes(f.rel, f.node)
+	return nil
+}
+
+// setTimesAt sets an entry's times relative to its directory, without following a symlink.
+func setTimesAt(dirfd int, name string, n *tree.Node) error {
+	ts := unix.NsecToTimespec(n.ModTime)
+	if err := unix.UtimesNanoAt(dirfd, name, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times: %w", err)
+	}
+	return nil
 }
 
 // readPacks reads every pack of the plan once, in parallel.
@@ -307,36 +337,28 @@ func (rs *restorer) writeBlob(bp *blobPlan, plain []byte) error {
 	zero := isZero(plain)
 	for _, u := range bp.uses {
 		f := u.file
-		if !zero {
-			f.mu.Lock()
-			if f.f == nil {
-				h, err := rs.root.OpenFile(f.rel, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
-				if err != nil {
-					f.mu.Unlock()
-					return fmt.Errorf("restore %s: %w", f.rel, err)
-				}
-				f.f = h
+		f.mu.Lock()
+		if f.fd == 0 {
+			if err := rs.openFile(f); err != nil {
+				f.mu.Unlock()
+				return err
 			}
-			h := f.f
-			f.mu.Unlock()
-			if _, err := h.WriteAt(plain, u.offset); err != nil {
+		}
+		fd := f.fd
+		f.mu.Unlock()
+		// Zeros are not written: the file was created at its full size, so they read back as a hole.
+		if !zero {
+			if _, err := unix.Pwrite(fd, plain, u.offset); err != nil {
 				return fmt.Errorf("restore %s: write at %d: %w", f.rel, u.offset, err)
 			}
 		}
 		rs.bytes.Add(uint64(len(plain)))
 		if f.remaining.Add(-1) == 0 {
 			f.mu.Lock()
-			var err error
-			if f.f == nil {
-				// Every blob was zeros: the file is one hole, already of the right size.
-				f.f, err = rs.root.OpenFile(f.rel, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
-			}
-			if err == nil {
-				err = rs.finishFile(f)
-			}
+			err := rs.finishFile(f)
 			f.mu.Unlock()
 			if err != nil {
-				return fmt.Errorf("restore %s: %w", f.rel, err)
+				return err
 			}
 		}
 	}
@@ -414,7 +436,7 @@ func (rs *restorer) setMeta(rel string, n *tree.Node) error {
 		return fmt.Errorf("restore %s: %w", rel, err)
 	}
 	if n.Type == tree.Dir {
-		err = rs.setFileMeta(h, rel, n)
+		err = rs.setFdMeta(int(h.Fd()), rel, n)
 	} else {
 		err = rs.chownChmod(rel, n)
 	}
@@ -437,19 +459,19 @@ func (rs *restorer) chownChmod(rel string, n *tree.Node) error {
 	return nil
 }
 
-// setFileMeta sets ownership, mode and xattrs through an open descriptor, so nothing is resolved by name.
-func (rs *restorer) setFileMeta(h *os.File, rel string, n *tree.Node) error {
+// setFdMeta sets ownership, mode and xattrs through an open descriptor, so nothing is resolved by name.
+func (rs *restorer) setFdMeta(fd int, rel string, n *tree.Node) error {
 	if rs.asRoot {
-		if err := h.Chown(int(n.UID), int(n.GID)); err != nil {
+		if err := unix.Fchown(fd, int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("restore %s: %w", rel, err)
 		}
 	}
 	// chown clears setuid and setgid, so the mode comes after it.
-	if err := h.Chmod(os.FileMode(n.Mode&0o777) | modeBits(n.Mode)); err != nil {
+	if err := unix.Fchmod(fd, n.Mode&0o7777); err != nil {
 		return fmt.Errorf("restore %s: %w", rel, err)
 	}
 	for _, x := range n.Xattrs {
-		if err := unix.Fsetxattr(int(h.Fd()), x.Name, x.Value, 0); err != nil {
+		if err := unix.Fsetxattr(fd, x.Name, x.Value, 0); err != nil {
 			if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 				rs.warn(rel, fmt.Errorf("xattr %s not restored: %w", x.Name, err))
 				continue
