@@ -189,14 +189,26 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts OpenOpt
 	if err != nil {
 		return nil, fmt.Errorf("open config: %w: %w", err, ErrCorrupt)
 	}
-	var cfg Config
-	if err := json.Unmarshal(plain, &cfg); err != nil {
-		return nil, fmt.Errorf("decode config: %v: %w", err, ErrCorrupt)
-	}
-	if cfg.PackSize < 1<<20 || cfg.PackSize > 256<<20 || !cfg.Polynomial.Irreducible() {
-		return nil, fmt.Errorf("config has invalid parameters: %w", ErrCorrupt)
+	cfg, err := parseConfig(plain)
+	if err != nil {
+		return nil, err
 	}
 	return newRepository(be, mk, cfg, opts.Now)
+}
+
+// parseConfig decodes and validates a config's plaintext.
+func parseConfig(plain []byte) (Config, error) {
+	var cfg Config
+	if err := json.Unmarshal(plain, &cfg); err != nil {
+		return cfg, fmt.Errorf("decode config: %v: %w", err, ErrCorrupt)
+	}
+	if cfg.Version != FormatVersion || cfg.PackSize < 1<<20 || cfg.PackSize > 256<<20 || !cfg.Polynomial.Irreducible() {
+		return cfg, fmt.Errorf("config has invalid parameters: %w", ErrCorrupt)
+	}
+	if _, err := compress.ParseLevel(cfg.Compression); err != nil {
+		return cfg, fmt.Errorf("config: %v: %w", err, ErrCorrupt)
+	}
+	return cfg, nil
 }
 
 func findKey(ctx context.Context, be storage.Backend, password []byte) (crypto.MasterKeys, error) {

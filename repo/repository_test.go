@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/backup"
@@ -152,5 +153,31 @@ func TestCheckpointIndexesStoredPacksOfAFailedSession(t *testing.T) {
 	r2 := repotest.Reopen(t, be)
 	if n := r2.Index().Len(pack.DataBlob); n < 8 {
 		t.Fatalf("after a failed session %d blobs are indexed; the packs it stored should be", n)
+	}
+}
+
+func TestPeriodicCheckpointIndexesPacksDuringTheSession(t *testing.T) {
+	r, be := repotest.New(t)
+	data := repotest.RandomData(rand.New(rand.NewPCG(2, 2)), 3<<20)
+	_, err := r.WithWriter(ctx, repo.WriterOptions{CheckpointInterval: 5 * time.Millisecond}, func(ctx context.Context, w *repo.Writer) error {
+		for off := 0; off < len(data); off += 256 << 10 {
+			if _, _, err := w.SaveBlob(ctx, pack.DataBlob, data[off:off+256<<10]); err != nil {
+				return err
+			}
+		}
+		// Packs are stored as they fill; wait for a checkpoint to index them while the session is open.
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			n := 0
+			_ = be.List(ctx, "index/", func(storage.Info) error { n++; return nil })
+			if n > 0 {
+				return nil
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return errors.New("no index checkpoint was written during the session")
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -85,6 +85,10 @@ func MakeTree(t testing.TB, dir string, o TreeOptions) {
 	must(os.Symlink("one-byte", filepath.Join(dir, "link-inside")))
 	must(os.Symlink("../../nowhere", filepath.Join(dir, "a", "link-dangling")))
 	must(unix.Mkfifo(filepath.Join(dir, "fifo"), 0o640))
+	if os.Geteuid() == 0 {
+		// Device nodes need privilege; as root the round trip covers them too.
+		must(unix.Mknod(filepath.Join(dir, "null-device"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	}
 	must(os.Mkdir(filepath.Join(dir, "private"), 0o700))
 	write("private/secret", []byte("s"), 0o400)
 	must(os.Mkdir(filepath.Join(dir, "sticky"), 0o1777))
@@ -131,6 +135,7 @@ type Entry struct {
 	Xattrs  string
 	Content []byte
 	Link    string // for hardlinked files: the first path sharing the inode
+	Rdev    uint64 // device nodes' numbers
 }
 
 // Snapshot records every entry under dir by relative path.
@@ -179,6 +184,7 @@ func Snapshot(t testing.TB, dir string) map[string]Entry {
 			e.Target, _ = os.Readlink(p)
 		default:
 			e.MTime = st.Mtim.Nano()
+			e.Rdev = st.Rdev
 		}
 		e.Xattrs = xattrs(p)
 		out[rel] = e

@@ -28,7 +28,7 @@ type file struct {
 	entry
 	remaining atomic.Int64 // blob writes still to come
 	mu        sync.Mutex
-	fd        int     // open for writing while fd > 0
+	fd        int     // open for writing while fd >= 0 (0 is a valid descriptor when stdin is closed)
 	dir       *dirRef // held while the file is open
 }
 
@@ -107,7 +107,7 @@ func makePlan(ctx context.Context, r *repo.Repository, root id.ID, includes []st
 					}
 					firstLink[k] = rel
 				}
-				if err := p.addFile(r, &file{entry: entry{rel, n}}, blobs); err != nil {
+				if err := p.addFile(r, &file{entry: entry{rel, n}, fd: -1}, blobs); err != nil {
 					return err
 				}
 			case tree.Symlink:

@@ -240,7 +240,7 @@ func (rs *restorer) finishFile(f *file) error {
 		err = cerr
 	}
 	rs.dirs.release(f.dir)
-	f.fd, f.dir = 0, nil
+	f.fd, f.dir = -1, nil
 	rs.files.Add(1)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", f.rel, err)
@@ -338,7 +338,7 @@ func (rs *restorer) writeBlob(bp *blobPlan, plain []byte) error {
 	for _, u := range bp.uses {
 		f := u.file
 		f.mu.Lock()
-		if f.fd == 0 {
+		if f.fd < 0 {
 			if err := rs.openFile(f); err != nil {
 				f.mu.Unlock()
 				return err
