@@ -256,13 +256,24 @@ func (d *decoder) varint() int64 {
 	return v
 }
 
+// count reads an element count and rejects counts the remaining bytes cannot hold, so a crafted count cannot
+// make us allocate.
 func (d *decoder) count(minElem int) int {
-	v := d.uvarint(uint64(len(d.buf) / minElem))
+	v := d.uvarint(1<<63 - 1)
+	if d.err == nil && v > uint64(len(d.buf)/minElem) {
+		d.err = fmt.Errorf("count %d exceeds the remaining %d bytes", v, len(d.buf))
+	}
+	if d.err != nil {
+		return 0
+	}
 	return int(v)
 }
 
 func (d *decoder) str(limit int) string {
-	n := d.uvarint(uint64(min(limit, len(d.buf))))
+	n := d.uvarint(uint64(limit))
+	if d.err == nil && n > uint64(len(d.buf)) {
+		d.err = fmt.Errorf("string of %d bytes exceeds the remaining %d", n, len(d.buf))
+	}
 	if d.err != nil {
 		return ""
 	}
