@@ -271,13 +271,8 @@ func (c *checker) checkTree(ctx context.Context, snap string, treeID id.ID, dir 
 	}
 	seen[treeID] = true
 	c.res.Trees++
-	e, ok := c.idx.Lookup(pack.TreeBlob, treeID)
-	if !ok {
-		c.fail(snap, "directory %s: tree blob %s is in no index", dir, treeID.Short())
-		return
-	}
-	if _, ok := c.stored[e.Pack]; !ok {
-		c.fail(snap, "directory %s: tree blob %s is in pack %s, which is missing", dir, treeID.Short(), e.Pack.Short())
+	if why := c.unreachable(pack.TreeBlob, treeID); why != "" {
+		c.fail(snap, "directory %s: %s", dir, why)
 		return
 	}
 	t, err := c.r.LoadTree(ctx, treeID)
@@ -288,13 +283,8 @@ func (c *checker) checkTree(ctx context.Context, snap string, treeID id.ID, dir 
 	for _, n := range t.Nodes {
 		p := path.Join(dir, n.Name)
 		for _, blobID := range n.Content {
-			e, ok := c.idx.Lookup(pack.DataBlob, blobID)
-			if !ok {
-				c.fail(snap, "file %s: data blob %s is in no index", p, blobID.Short())
-				break
-			}
-			if _, ok := c.stored[e.Pack]; !ok {
-				c.fail(snap, "file %s: data blob %s is in pack %s, which is missing", p, blobID.Short(), e.Pack.Short())
+			if why := c.unreachable(pack.DataBlob, blobID); why != "" {
+				c.fail(snap, "file %s: %s", p, why)
 				break
 			}
 		}
@@ -302,6 +292,18 @@ func (c *checker) checkTree(ctx context.Context, snap string, treeID id.ID, dir 
 			c.checkTree(ctx, snap, n.Subtree, p, seen)
 		}
 	}
+}
+
+// unreachable says why a blob cannot be read, or returns "" when it is indexed in a stored pack.
+func (c *checker) unreachable(t pack.BlobType, blobID id.ID) string {
+	e, ok := c.idx.Lookup(t, blobID)
+	if !ok {
+		return fmt.Sprintf("%s blob %s is in no index", t, blobID.Short())
+	}
+	if _, ok := c.stored[e.Pack]; !ok {
+		return fmt.Sprintf("%s blob %s is in pack %s, which is missing", t, blobID.Short(), e.Pack.Short())
+	}
+	return ""
 }
 
 // readData downloads packs, checks each hashes to its name, that its header agrees with the index, and that
