@@ -84,6 +84,10 @@ func (o *repoBackupOptions) run(ctx context.Context, path string, out, errOut io
 	} else if !fi.IsDir() {
 		return fmt.Errorf("cannot back up %s: not a directory", path)
 	}
+	// A path reached through a symlink is backed up, and matched to its parent snapshot, as the real path.
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return fmt.Errorf("cannot back up %s: %w", path, err)
+	}
 	r, err := o.open(ctx, true)
 	if err != nil {
 		return err

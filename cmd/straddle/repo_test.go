@@ -59,6 +59,16 @@ func TestRepoCommandsEndToEnd(t *testing.T) {
 	if second["parent"] != first["snapshot_id"] || second["bytes_read"].(float64) != 0 {
 		t.Errorf("unchanged incremental: parent %v (want %v), bytes_read %v", second["parent"], first["snapshot_id"], second["bytes_read"])
 	}
+	// A symlink to the same directory is the same path, so it finds the same parent.
+	link := filepath.Join(base, "link-to-src")
+	if err := os.Symlink(src, link); err != nil {
+		t.Fatal(err)
+	}
+	var viaLink map[string]any
+	_ = json.Unmarshal([]byte(mustStraddle(t, "repo", "backup", link, "--repo", repoDir, "--host", "node-a", "--json")), &viaLink)
+	if viaLink["parent"] != second["snapshot_id"] || viaLink["bytes_read"].(float64) != 0 {
+		t.Errorf("backup through a symlink: parent %v, bytes_read %v", viaLink["parent"], viaLink["bytes_read"])
+	}
 	// Another host does not.
 	var other map[string]any
 	_ = json.Unmarshal([]byte(mustStraddle(t, "repo", "backup", src, "--repo", repoDir, "--host", "node-b", "--json")), &other)
@@ -70,8 +80,8 @@ func TestRepoCommandsEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustStraddle(t, "repo", "snapshots", "--repo", repoDir, "--json")), &snaps); err != nil {
 		t.Fatal(err)
 	}
-	if len(snaps) != 3 {
-		t.Fatalf("%d snapshots, want 3", len(snaps))
+	if len(snaps) != 4 {
+		t.Fatalf("%d snapshots, want 4", len(snaps))
 	}
 	for _, key := range []string{"id", "time", "host", "paths", "tags", "parent"} {
 		if _, ok := snaps[1][key]; !ok {
@@ -81,7 +91,7 @@ func TestRepoCommandsEndToEnd(t *testing.T) {
 	if snaps[0]["tags"].(map[string]any)["pod"] != "db-0" {
 		t.Errorf("tags not recorded: %v", snaps[0]["tags"])
 	}
-	if table := mustStraddle(t, "repo", "snapshots", "--repo", repoDir); !strings.Contains(table, "3 snapshots") || !strings.Contains(table, "pod=db-0") {
+	if table := mustStraddle(t, "repo", "snapshots", "--repo", repoDir); !strings.Contains(table, "4 snapshots") || !strings.Contains(table, "pod=db-0") {
 		t.Errorf("snapshots table:\n%s", table)
 	}
 
@@ -102,7 +112,7 @@ func TestRepoCommandsEndToEnd(t *testing.T) {
 	mustStraddle(t, "repo", "check", "--repo", repoDir, "--read-data-subset", "10%")
 	var stats map[string]any
 	_ = json.Unmarshal([]byte(mustStraddle(t, "repo", "stats", "--repo", repoDir, "--json")), &stats)
-	if stats["snapshots"].(float64) != 3 || stats["dedup_ratio"].(float64) < 2.5 {
+	if stats["snapshots"].(float64) != 4 || stats["dedup_ratio"].(float64) < 2.5 {
 		t.Errorf("stats: %v", stats)
 	}
 }
