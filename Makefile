@@ -48,14 +48,10 @@ staticcheck: $(BIN)/staticcheck
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-## fuzz runs every fuzz target for FUZZTIME each (seeds under testdata/fuzz run in test-unit anyway).
+## fuzz runs every fuzz target for FUZZTIME each (their seeds, and crashers found before, run in test-unit).
 FUZZTIME ?= 20s
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
 ## bench compares Straddle with restic on generated data; BENCH_SCALE=0.1 for a quick run.
 BENCH_SCALE ?= 1

@@ -96,6 +96,14 @@ func Run(ctx context.Context, r *repo.Repository, snap *snapshot.Snapshot, opts 
 	stop := rs.startProgress(ctx, p)
 	err = rs.run(ctx, p)
 	stop()
+	if err != nil {
+		// Files a failed restore left half-written are closed, so a long-running agent leaks nothing.
+		for _, f := range p.files {
+			if f.fd >= 0 {
+				unix.Close(f.fd)
+			}
+		}
+	}
 	rs.dirs.close()
 	if err != nil {
 		return nil, err
@@ -164,7 +172,8 @@ func (rs *restorer) warn(rel string, err error) {
 	rs.warnings = append(rs.warnings, Warning{Path: rel, Err: err})
 }
 
-// clear removes whatever non-directory is at rel, so a restore never writes through an existing symlink.
+// clear removes whatever is at rel (file, symlink or directory), so a restore never writes through an
+// existing symlink.
 func (rs *restorer) clear(rel string) error {
 	fi, err := rs.root.Lstat(rel)
 	if errors.Is(err, os.ErrNotExist) {
