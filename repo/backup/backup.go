@@ -105,7 +105,7 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Result, error)
 	if root.Xattrs, err = readXattrs(abs); err != nil {
 		return nil, err
 	}
-	b := &backup{r: r, opts: opts, start: opts.Now()}
+	b := &backup{r: r, opts: opts, start: opts.Now(), listers: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	stopProgress := b.startProgress(ctx, abs)
 	var rootTree id.ID
 	wstats, err := r.WithWriter(ctx, opts.Writer, func(ctx context.Context, w *repo.Writer) error {
@@ -140,6 +140,9 @@ type backup struct {
 	bytesRead, bytesDone, filesDone                       atomic.Uint64
 	totalFiles, totalBytes                                atomic.Uint64
 	scanDone                                              atomic.Bool
+
+	// listers bounds how many directories are read at once.
+	listers chan struct{}
 
 	mu       sync.Mutex
 	warnings []Warning
@@ -206,8 +209,7 @@ func (b *backup) pipeline(ctx context.Context, root string) (id.ID, error) {
 		if b.opts.Parent != nil {
 			parentTree = b.opts.Parent.Tree
 		}
-		_, err := b.walkDir(ctx, root, parentTree, nil, 0, files, dirs)
-		return err
+		return b.walkDir(ctx, root, b.list(ctx, root, parentTree), nil, 0, files, dirs)
 	})
 	var readers sync.WaitGroup
 	for range b.opts.Readers {
@@ -239,44 +241,106 @@ func (b *backup) pipeline(ctx context.Context, root string) (id.ID, error) {
 	return rootTree, nil
 }
 
-// walkDir lists a directory in name order, queues its changed files, recurses into subdirectories and then
-// queues the directory itself, so the finisher sees every directory after its children.
-func (b *backup) walkDir(ctx context.Context, path string, parentTree id.ID, parent *dirJob, parentIdx int, files chan<- *fileJob, dirs chan<- *dirJob) (*dirJob, error) {
-	old, err := b.loadParentTree(ctx, parentTree)
-	if err != nil {
-		return nil, err
-	}
-	dj, err := b.statEntries(path, old)
-	if err != nil {
-		if parent == nil {
-			return nil, err
+// listing is a directory's entries and parent tree, read ahead of the walker. A directory that cannot be
+// read (err) is a warning; a parent tree that cannot be loaded (repoErr) stops the backup, since going on
+// would silently re-read or drop data.
+type listing struct {
+	dj      *dirJob
+	old     *tree.Tree
+	err     error
+	repoErr error
+	done    chan struct{}
+}
+
+// listAhead is how many of a directory's subdirectories are listed ahead of the walker: enough to keep both
+// cores in syscalls while the walker works, few enough that memory does not grow with wide trees.
+const listAhead = 4
+
+// list reads a directory and its parent tree in the background, at most b.listers at a time.
+func (b *backup) list(ctx context.Context, path string, parentTree id.ID) *listing {
+	l := &listing{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		select {
+		case b.listers <- struct{}{}:
+		case <-ctx.Done():
+			l.repoErr = ctx.Err()
+			return
 		}
-		b.warn(path, err)
+		defer func() { <-b.listers }()
+		if l.old, l.repoErr = b.loadParentTree(ctx, parentTree); l.repoErr == nil {
+			l.dj, l.err = b.statEntries(path, l.old)
+		}
+	}()
+	return l
+}
+
+// walkDir takes a directory's listing in name order, queues its changed files, recurses into subdirectories
+// (listing the next few ahead) and then queues the directory itself, so the finisher sees every directory
+// after its children.
+func (b *backup) walkDir(ctx context.Context, path string, l *listing, parent *dirJob, parentIdx int, files chan<- *fileJob, dirs chan<- *dirJob) error {
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if l.repoErr != nil {
+		return l.repoErr
+	}
+	dj, old := l.dj, l.old
+	if l.err != nil {
+		if parent == nil {
+			return l.err
+		}
+		b.warn(path, l.err)
 		dj = &dirJob{}
 	}
 	dj.path, dj.parent, dj.parentIdx, dj.done = path, parent, parentIdx, make(chan struct{})
 	dj.pending.Store(1)
 	b.dirs.Add(1)
+
+	var subdirs []int
+	for i := range dj.nodes {
+		if !dj.skip[i] && dj.nodes[i].Type == tree.Dir {
+			subdirs = append(subdirs, i)
+		}
+	}
+	ahead := map[int]*listing{}
+	listNext := func(k int) {
+		if k < len(subdirs) {
+			i := subdirs[k]
+			var sub id.ID
+			if prev := findNode(old, dj.nodes[i].Name); prev != nil && prev.Type == tree.Dir {
+				sub = prev.Subtree
+			}
+			ahead[i] = b.list(ctx, filepath.Join(path, dj.nodes[i].Name), sub)
+		}
+	}
+	for k := range listAhead {
+		listNext(k)
+	}
+	nextSub := listAhead
+
 	for i := range dj.nodes {
 		if dj.skip[i] {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		node := &dj.nodes[i]
 		full := filepath.Join(path, node.Name)
-		prev := findNode(old, node.Name)
 		switch node.Type {
 		case tree.Dir:
-			var sub id.ID
-			if prev != nil && prev.Type == tree.Dir {
-				sub = prev.Subtree
-			}
-			if _, err := b.walkDir(ctx, full, sub, dj, i, files, dirs); err != nil {
-				return nil, err
+			sub := ahead[i]
+			delete(ahead, i)
+			listNext(nextSub)
+			nextSub++
+			if err := b.walkDir(ctx, full, sub, dj, i, files, dirs); err != nil {
+				return err
 			}
 		case tree.File:
+			prev := findNode(old, node.Name)
 			if unchanged(node, prev) && b.haveAll(prev.Content) {
 				node.Content = prev.Content
 				b.filesUnmodified.Add(1)
@@ -288,7 +352,7 @@ func (b *backup) walkDir(ctx context.Context, path string, parentTree id.ID, par
 			select {
 			case files <- &fileJob{path: full, dir: dj, idx: i, changed: prev != nil}:
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return ctx.Err()
 			}
 		default:
 			b.others.Add(1)
@@ -298,9 +362,9 @@ func (b *backup) walkDir(ctx context.Context, path string, parentTree id.ID, par
 	select {
 	case dirs <- dj:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
-	return dj, nil
+	return nil
 }
 
 // statEntries reads a directory's entries and their metadata relative to the open directory (no full path is

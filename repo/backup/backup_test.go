@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/id"
+	"github.com/straddle-io/straddle/repo/index"
+	"github.com/straddle-io/straddle/repo/pack"
 	"github.com/straddle-io/straddle/repo/repotest"
+	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/tree"
 )
 
@@ -145,5 +151,75 @@ func TestProgressReportsTotals(t *testing.T) {
 		if reports[i].BytesDone < reports[i-1].BytesDone {
 			t.Fatalf("progress went backwards: %+v then %+v", reports[i-1], reports[i])
 		}
+	}
+}
+
+// A parent tree that cannot be read is not an unreadable directory: going on would drop or silently re-read
+// data, so the backup stops.
+func TestDamagedParentTreeStopsTheBackup(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	repotest.MakeTree(t, src, repotest.TreeOptions{Seed: 22, Files: 10})
+	r, be := repotest.New(t)
+	first, err := Run(context.Background(), r, Options{Path: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Damage every tree blob.
+	r.Index().Each(func(bt pack.BlobType, _ id.ID, e index.Entry) bool {
+		if bt == pack.TreeBlob {
+			_ = be.Mutate(pack.Name(e.Pack), func(b []byte) []byte { b[e.Offset+e.Length/2] ^= 1; return b })
+		}
+		return true
+	})
+	r2 := repotest.Reopen(t, be)
+	_, err = Run(context.Background(), r2, Options{Path: src, Parent: first.Snapshot})
+	if !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("incremental over a damaged parent: err = %v, want ErrCorrupt", err)
+	}
+}
+
+// failingGets fails reads of one object at one offset, as a storage outage during that read would.
+type failingGets struct {
+	storage.Backend
+	name   string
+	offset int64
+}
+
+var errOutage = errors.New("connection reset by peer")
+
+func (f failingGets) Get(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
+	if name == f.name && off == f.offset {
+		return nil, errOutage
+	}
+	return f.Backend.Get(ctx, name, off, n)
+}
+
+func TestParentTreeReadErrorStopsTheBackup(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	repotest.MakeTree(t, src, repotest.TreeOptions{Seed: 23, Files: 10})
+	r, be := repotest.New(t)
+	first, err := Run(context.Background(), r, Options{Path: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The root's tree reads fine; the tree of its subdirectory "a" does not.
+	root, err := r.LoadTree(context.Background(), first.Snapshot.Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub id.ID
+	for _, n := range root.Nodes {
+		if n.Name == "a" {
+			sub = n.Subtree
+		}
+	}
+	e, ok := r.Index().Lookup(pack.TreeBlob, sub)
+	if !ok {
+		t.Fatal("subtree of a not indexed")
+	}
+	r2 := repotest.Reopen(t, failingGets{Backend: be, name: pack.Name(e.Pack), offset: int64(e.Offset)})
+	res, err := Run(context.Background(), r2, Options{Path: src, Parent: first.Snapshot})
+	if !errors.Is(err, errOutage) {
+		t.Fatalf("incremental while the parent's trees cannot be read: err = %v (summary %+v), want the storage error", err, res)
 	}
 }
