@@ -461,10 +461,9 @@ func (b *backup) haveAll(content []id.ID) bool {
 // readFiles chunks each file and hands the chunks to the savers.
 func (b *backup) readFiles(ctx context.Context, files <-chan *fileJob, chunks chan<- chunkJob) error {
 	chk := chunker.New(nil, b.r.Config().Polynomial)
-	buf := make([]byte, repo.MaxChunkSize)
 	for fj := range files {
 		fj.refs.Store(1)
-		err := b.readFile(ctx, fj, chk, buf, chunks)
+		err := b.readFile(ctx, fj, chk, chunks)
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -477,7 +476,7 @@ func (b *backup) readFiles(ctx context.Context, files <-chan *fileJob, chunks ch
 	return nil
 }
 
-func (b *backup) readFile(ctx context.Context, fj *fileJob, chk *chunker.Chunker, buf []byte, chunks chan<- chunkJob) error {
+func (b *backup) readFile(ctx context.Context, fj *fileJob, chk *chunker.Chunker, chunks chan<- chunkJob) error {
 	node := &fj.dir.nodes[fj.idx]
 	f, err := os.OpenFile(fj.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -532,15 +531,18 @@ func (b *backup) readFile(ctx context.Context, fj *fileJob, chk *chunker.Chunker
 	} else {
 		chk.Reset(f, b.r.Config().Polynomial)
 		for {
-			c, err := chk.Next(buf)
+			// The chunker fills a pooled buffer that goes to the savers as it is: no copy of the data.
+			cb := getBuf(repo.MaxChunkSize)
+			c, err := chk.Next((*cb)[:0])
 			if errors.Is(err, io.EOF) {
+				putBuf(cb)
 				break
 			}
 			if err != nil {
+				putBuf(cb)
 				return fmt.Errorf("read: %w", err)
 			}
-			cb := getBuf(len(c.Data))
-			*cb = append((*cb)[:0], c.Data...)
+			*cb = c.Data
 			if err := emit(cb); err != nil {
 				return err
 			}

@@ -32,8 +32,7 @@ func readOne(t *testing.T, path string, node tree.Node) (*backup, error) {
 	fj := &fileJob{path: path, dir: dj, idx: 0}
 	fj.refs.Store(1)
 	chunks := make(chan chunkJob, 100)
-	buf := make([]byte, 8<<20)
-	err := b.readFile(context.Background(), fj, nil, buf, chunks)
+	err := b.readFile(context.Background(), fj, nil, chunks)
 	close(chunks)
 	for cj := range chunks {
 		putBuf(cj.buf)
