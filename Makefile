@@ -15,8 +15,10 @@ all: build
 
 build: $(BIN)/straddle
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
 $(BIN)/straddle: FORCE
-	CGO_ENABLED=0 $(GO) build -o $@ ./cmd/straddle
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/straddle
 
 FORCE:
 
@@ -55,9 +57,10 @@ fuzz:
 
 ## bench compares Straddle with restic on generated data; BENCH_SCALE=0.1 for a quick run.
 BENCH_SCALE ?= 1
+BENCH_SETS ?= small,mix
 bench: build
 	@command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic; }
-	$(GO) run ./bench/cmd/straddle-bench -straddle $(BIN)/straddle -scale $(BENCH_SCALE)
+	$(GO) run ./bench/cmd/straddle-bench -straddle $(BIN)/straddle -scale $(BENCH_SCALE) -sets $(BENCH_SETS) -out bench/out/results-$(BENCH_SCALE).md
 
 ## demo backs up a generated folder twice, restores both snapshots and verifies them byte for byte.
 demo: build
