@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -45,6 +47,9 @@ func (o *repoInitOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkEmptyDir(loc); err != nil {
+		return err
+	}
 	be, err := location.Open(loc, true)
 	if err != nil {
 		return err
@@ -59,4 +64,21 @@ func (o *repoInitOptions) run(ctx context.Context, out io.Writer) error {
 	fmt.Fprintf(out, "created repository %s at %s\n", r.Config().ID.Short(), loc)
 	fmt.Fprintln(out, "Keep the password safe: without it the data cannot be read by anyone, including you.")
 	return nil
+}
+
+// checkEmptyDir refuses to create a repository among other files: a mistyped path must not scatter
+// repository objects through someone's data. A directory that already holds a repository is left to Init,
+// which says so.
+func checkEmptyDir(loc location.Location) error {
+	if loc.Scheme != "file" {
+		return nil
+	}
+	entries, err := os.ReadDir(loc.Path)
+	if err != nil || len(entries) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(loc.Path, "config")); err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s is not empty and holds no repository; choose an empty or new directory", loc.Path)
 }

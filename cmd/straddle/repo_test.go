@@ -136,6 +136,7 @@ func TestRepoErrorsAreOneClearSentence(t *testing.T) {
 		{[]string{"repo", "snapshots", "--repo", base}, "there is no repository"},
 		{[]string{"repo", "snapshots"}, "no repository given"},
 		{[]string{"repo", "init", "--repo", repoDir}, "already exists"},
+		{[]string{"repo", "init", "--repo", base}, "not empty"},
 		{[]string{"repo", "backup", filepath.Join(base, "missing"), "--repo", repoDir}, "cannot back up"},
 		{[]string{"repo", "backup", pwFile, "--repo", repoDir}, "not a directory"},
 		{[]string{"repo", "backup", base, "--repo", repoDir, "--tag", "novalue"}, "key=value"},
