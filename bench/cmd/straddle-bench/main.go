@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"flag"
 	"fmt"
@@ -28,6 +29,7 @@ const (
 
 type options struct {
 	straddle, restic string
+	compression      string
 	scale            float64
 	sets             []string
 	work, out        string
@@ -39,6 +41,7 @@ func main() {
 	var sets string
 	flag.StringVar(&o.straddle, "straddle", "bin/straddle", "path of the straddle binary")
 	flag.StringVar(&o.restic, "restic", "restic", "path of the restic binary")
+	flag.StringVar(&o.compression, "compression", "", "straddle's compression level (default: straddle's own default)")
 	flag.Float64Var(&o.scale, "scale", 1, "scale of the data sets (0.1 for a quick run)")
 	flag.StringVar(&sets, "sets", "small,mix", "data sets to run")
 	flag.StringVar(&o.work, "work", "bench/out", "working directory for data and repositories")
@@ -82,7 +85,8 @@ func run(o options) error {
 		return err
 	}
 	var report bytes.Buffer
-	fmt.Fprintf(&report, "Machine: %d CPUs, %s; %s; %s; scale %g.\n\n", runtime.NumCPU(), memTotal(), version(o.straddle, "--version"), version(o.restic, "version"), o.scale)
+	fmt.Fprintf(&report, "Machine: %d CPUs, %s; %s; %s; scale %g; straddle compression %q, restic compression auto.\n\n",
+		runtime.NumCPU(), memTotal(), version(o.straddle, "--version"), version(o.restic, "version"), o.scale, cmp.Or(o.compression, "fastest"))
 	for _, name := range o.sets {
 		spec, ok := dataset.Specs[name]
 		if !ok {
@@ -94,7 +98,7 @@ func run(o options) error {
 			return err
 		}
 		var res [2]result
-		for i, t := range []tool{straddleTool(o.straddle), resticTool(o.restic)} {
+		for i, t := range []tool{straddleTool(o.straddle, o.compression), resticTool(o.restic)} {
 			logf("%s: %s", name, t.name)
 			if res[i], err = measure(work, spec, pristine, t, o.keep); err != nil {
 				return fmt.Errorf("%s on %s: %w", t.name, name, err)
@@ -139,11 +143,17 @@ type tool struct {
 	restored func(target, src string) string
 }
 
-func straddleTool(bin string) tool {
+func straddleTool(bin, compression string) tool {
 	return tool{
 		name: "straddle",
 		env:  []string{"STRADDLE_PASSWORD=" + password},
-		init: func(repo string) []string { return []string{bin, "repo", "init", "--repo", repo} },
+		init: func(repo string) []string {
+			args := []string{bin, "repo", "init", "--repo", repo}
+			if compression != "" {
+				args = append(args, "--compression", compression)
+			}
+			return args
+		},
 		backup: func(repo, src string) []string {
 			return []string{bin, "repo", "backup", src, "--repo", repo, "--host", "bench", "--json"}
 		},
@@ -213,8 +223,10 @@ func measure(work string, spec dataset.Spec, pristine string, t tool, keep bool)
 	return r, err
 }
 
-// execute runs a command and returns its wall time and peak resident memory.
+// execute runs a command and returns its wall time and peak resident memory. Dirty pages of the phase before
+// are flushed first (untimed), so no phase pays for another's writes.
 func execute(env, args []string) (phase, error) {
+	syscall.Sync()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
