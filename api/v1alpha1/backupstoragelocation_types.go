@@ -1,0 +1,87 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// BackupStorageLocationSpec says where repositories live: an S3-compatible bucket or a directory.
+// +kubebuilder:validation:XValidation:rule="self.provider != 's3' || has(self.s3)",message="provider s3 needs the s3 section"
+// +kubebuilder:validation:XValidation:rule="self.provider != 'filesystem' || has(self.filesystem)",message="provider filesystem needs the filesystem section"
+type BackupStorageLocationSpec struct {
+	// +kubebuilder:validation:Enum=s3;filesystem
+	Provider   string              `json:"provider"`
+	S3         *S3Location         `json:"s3,omitempty"`
+	Filesystem *FilesystemLocation `json:"filesystem,omitempty"`
+	// Default marks the location backups use when they name none.
+	Default bool `json:"default,omitempty"`
+	// RepositoryPasswordSecret holds the password that seals each repository's keys.
+	RepositoryPasswordSecret *corev1.SecretKeySelector `json:"repositoryPasswordSecret,omitempty"`
+}
+
+// S3Location is a bucket (and optional prefix) of an S3-compatible store.
+type S3Location struct {
+	// Endpoint is the store's URL, such as https://minio.example:9000.
+	// +kubebuilder:validation:Pattern=`^https?://[^/]+/?$`
+	Endpoint string `json:"endpoint"`
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=63
+	Bucket string `json:"bucket"`
+	Prefix string `json:"prefix,omitempty"`
+	Region string `json:"region,omitempty"`
+	// CABundle is a PEM bundle to trust for a self-signed or private-CA endpoint.
+	CABundle []byte `json:"caBundle,omitempty"`
+	// ForcePathStyle addresses buckets by path, as MinIO and most on-premises stores want.
+	ForcePathStyle bool `json:"forcePathStyle,omitempty"`
+	// CredentialsSecret holds AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a credentials file.
+	CredentialsSecret *corev1.SecretKeySelector `json:"credentialsSecret,omitempty"`
+}
+
+// FilesystemLocation is a directory every node-agent mounts at the same path.
+type FilesystemLocation struct {
+	// +kubebuilder:validation:Pattern=`^/`
+	Path string `json:"path"`
+}
+
+// LocationPhase says whether a location can be used.
+// +kubebuilder:validation:Enum=Available;Unavailable
+type LocationPhase string
+
+// Location phases.
+const (
+	LocationAvailable   LocationPhase = "Available"
+	LocationUnavailable LocationPhase = "Unavailable"
+)
+
+// BackupStorageLocationStatus is the result of the last access check.
+type BackupStorageLocationStatus struct {
+	Phase              LocationPhase      `json:"phase,omitempty"`
+	Message            string             `json:"message,omitempty"`
+	LastValidationTime *metav1.Time       `json:"lastValidationTime,omitempty"`
+	Conditions         []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// BackupStorageLocation is where backups are stored.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=bsl
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.provider`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Default",type=boolean,JSONPath=`.spec.default`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BackupStorageLocation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              BackupStorageLocationSpec   `json:"spec"`
+	Status            BackupStorageLocationStatus `json:"status,omitempty"`
+}
+
+// BackupStorageLocationList is a list of BackupStorageLocations.
+// +kubebuilder:object:root=true
+type BackupStorageLocationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BackupStorageLocation `json:"items"`
+}
+
+func init() { SchemeBuilder.Register(&BackupStorageLocation{}, &BackupStorageLocationList{}) }

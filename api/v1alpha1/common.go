@@ -1,0 +1,49 @@
+package v1alpha1
+
+// Phase is where a Backup or Restore is in its life.
+// +kubebuilder:validation:Enum=New;InProgress;Completed;PartiallyFailed;Failed;Deleting
+type Phase string
+
+// Phases of Backups and Restores.
+const (
+	PhaseNew             Phase = "New"
+	PhaseInProgress      Phase = "InProgress"
+	PhaseCompleted       Phase = "Completed"
+	PhasePartiallyFailed Phase = "PartiallyFailed"
+	PhaseFailed          Phase = "Failed"
+	PhaseDeleting        Phase = "Deleting"
+)
+
+// VolumePhase is where a PodVolumeBackup or PodVolumeRestore is in its life.
+// +kubebuilder:validation:Enum=New;InProgress;Completed;Failed;Canceled
+type VolumePhase string
+
+// Phases of PodVolumeBackups and PodVolumeRestores.
+const (
+	VolumePhaseNew        VolumePhase = "New"
+	VolumePhaseInProgress VolumePhase = "InProgress"
+	VolumePhaseCompleted  VolumePhase = "Completed"
+	VolumePhaseFailed     VolumePhase = "Failed"
+	VolumePhaseCanceled   VolumePhase = "Canceled"
+)
+
+// Progress counts work done of the work known so far; totals may grow while a scan runs.
+type Progress struct {
+	BytesDone  int64 `json:"bytesDone,omitempty"`
+	BytesTotal int64 `json:"bytesTotal,omitempty"`
+	FilesDone  int64 `json:"filesDone,omitempty"`
+	FilesTotal int64 `json:"filesTotal,omitempty"`
+}
+
+// PodReference names the pod a volume belongs to.
+type PodReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Namespace string `json:"namespace"`
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	UID  string `json:"uid,omitempty"`
+}
+
+// NodeLabel labels PodVolumeBackups and PodVolumeRestores with their node, so a node-agent's cache can hold
+// only its own node's work (spec.node is also a selectable field).
+const NodeLabel = "straddle.io/node"

@@ -1,0 +1,54 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RestoreSpec says which backup to restore and where.
+type RestoreSpec struct {
+	// +kubebuilder:validation:MinLength=1
+	BackupName         string   `json:"backupName"`
+	IncludedNamespaces []string `json:"includedNamespaces,omitempty"`
+	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
+	// NamespaceMapping restores a backed-up namespace (key) into another (value).
+	NamespaceMapping map[string]string `json:"namespaceMapping,omitempty"`
+}
+
+// RestoreStatus is what a restore has done so far.
+type RestoreStatus struct {
+	Phase               Phase              `json:"phase,omitempty"`
+	Progress            Progress           `json:"progress,omitempty"`
+	VolumesTotal        int                `json:"volumesTotal,omitempty"`
+	VolumesCompleted    int                `json:"volumesCompleted,omitempty"`
+	VolumesFailed       int                `json:"volumesFailed,omitempty"`
+	Errors              []string           `json:"errors,omitempty"`
+	Warnings            []string           `json:"warnings,omitempty"`
+	StartTimestamp      *metav1.Time       `json:"startTimestamp,omitempty"`
+	CompletionTimestamp *metav1.Time       `json:"completionTimestamp,omitempty"`
+	Conditions          []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Restore brings a backup's resources and volume data back.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Backup",type=string,JSONPath=`.spec.backupName`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Volumes",type=integer,JSONPath=`.status.volumesTotal`
+// +kubebuilder:printcolumn:name="Done",type=integer,JSONPath=`.status.volumesCompleted`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Restore struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              RestoreSpec   `json:"spec"`
+	Status            RestoreStatus `json:"status,omitempty"`
+}
+
+// RestoreList is a list of Restores.
+// +kubebuilder:object:root=true
+type RestoreList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Restore `json:"items"`
+}
+
+func init() { SchemeBuilder.Register(&Restore{}, &RestoreList{}) }
