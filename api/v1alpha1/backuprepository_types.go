@@ -51,5 +51,3 @@ type BackupRepositoryList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []BackupRepository `json:"items"`
 }
-
-func init() { SchemeBuilder.Register(&BackupRepository{}, &BackupRepositoryList{}) }

@@ -5,15 +5,30 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion is the group and version of every kind here.
 	GroupVersion = schema.GroupVersion{Group: "straddle.io", Version: "v1alpha1"}
 	// SchemeBuilder registers the kinds with a scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 	// AddToScheme adds the kinds to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion,
+		&BackupStorageLocation{}, &BackupStorageLocationList{},
+		&Backup{}, &BackupList{},
+		&Schedule{}, &ScheduleList{},
+		&Restore{}, &RestoreList{},
+		&PodVolumeBackup{}, &PodVolumeBackupList{},
+		&PodVolumeRestore{}, &PodVolumeRestoreList{},
+		&BackupRepository{}, &BackupRepositoryList{},
+	)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

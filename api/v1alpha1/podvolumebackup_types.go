@@ -71,5 +71,3 @@ type PodVolumeBackupList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PodVolumeBackup `json:"items"`
 }
-
-func init() { SchemeBuilder.Register(&PodVolumeBackup{}, &PodVolumeBackupList{}) }

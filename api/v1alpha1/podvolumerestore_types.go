@@ -53,5 +53,3 @@ type PodVolumeRestoreList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PodVolumeRestore `json:"items"`
 }
-
-func init() { SchemeBuilder.Register(&PodVolumeRestore{}, &PodVolumeRestoreList{}) }

@@ -47,5 +47,3 @@ type ScheduleList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Schedule `json:"items"`
 }
-
-func init() { SchemeBuilder.Register(&Schedule{}, &ScheduleList{}) }
