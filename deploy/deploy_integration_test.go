@@ -95,12 +95,17 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		}
 	}
 
-	var ds unstructured.Unstructured
-	ds.SetAPIVersion("apps/v1")
-	ds.SetKind("DaemonSet")
-	if err := cl.Get(ctx, client.ObjectKey{Namespace: "straddle", Name: "straddle-node-agent"}, &ds); err != nil {
-		t.Fatal(err)
+	get := func(kind, name string) map[string]any {
+		t.Helper()
+		var u unstructured.Unstructured
+		u.SetAPIVersion("apps/v1")
+		u.SetKind(kind)
+		if err := cl.Get(ctx, client.ObjectKey{Namespace: "straddle", Name: name}, &u); err != nil {
+			t.Fatal(err)
+		}
+		return u.Object
 	}
+	ds := unstructured.Unstructured{Object: get("DaemonSet", "straddle-node-agent")}
 	tolerations, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "tolerations")
 	if len(tolerations) != 1 || tolerations[0].(map[string]any)["operator"] != "Exists" || tolerations[0].(map[string]any)["key"] != nil {
 		t.Errorf("node-agent tolerations %v, want every taint tolerated", tolerations)
@@ -110,12 +115,7 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 	if len(mounts) != 1 || mounts[0].(map[string]any)["mountPropagation"] != "HostToContainer" || mounts[0].(map[string]any)["mountPath"] != "/host_pods" {
 		t.Errorf("node-agent mounts %v, want the host pods directory at /host_pods with HostToContainer", mounts)
 	}
-	var dep unstructured.Unstructured
-	dep.SetAPIVersion("apps/v1")
-	dep.SetKind("Deployment")
-	if err := cl.Get(ctx, client.ObjectKey{Namespace: "straddle", Name: "straddle-controller"}, &dep); err != nil {
-		t.Fatal(err)
-	}
+	dep := unstructured.Unstructured{Object: get("Deployment", "straddle-controller")}
 	dcs, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
 	args, _, _ := unstructured.NestedStringSlice(dcs[0].(map[string]any), "args")
 	if !slices.Contains(args, "--leader-elect") {
