@@ -30,7 +30,7 @@ test-unit:
 
 # The integration tier runs against a real kube-apiserver and etcd (envtest), built or installed once into bin/.
 test-integration: $(BIN)/kube-apiserver $(BIN)/etcd
-	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -race -count=1 -tags integration ./api/... ./deploy/...
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -race -count=1 -tags integration ./api/... ./deploy/... ./cmd/...
 
 KUBE_VERSION := v1.37.2
 CONTROLLER_GEN_VERSION := v0.23.0

@@ -1,0 +1,96 @@
+//go:build integration
+
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+func TestInstallAndUninstallOnARealAPIServer(t *testing.T) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join("..", "..", "bin")
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start kube-apiserver and etcd from %s: %v", assets, err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	admin, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	get := func(apiVersion, kind, ns, name string) (*unstructured.Unstructured, error) {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion(apiVersion)
+		u.SetKind(kind)
+		return u, cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u)
+	}
+
+	args := []string{"install", "--kubeconfig", kc, "--namespace", "backup-system", "--image-registry", "registry.internal:5000", "--host-pods-dir", "/var/lib/k0s/kubelet/pods"}
+	for range 2 { // a second install changes nothing and does not fail
+		out := mustStraddle(t, args...)
+		if !strings.Contains(out, "installed Straddle in namespace backup-system") {
+			t.Fatalf("install said %q", out)
+		}
+	}
+	ds, err := get("apps/v1", "DaemonSet", "backup-system", "straddle-node-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	containers, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
+	if img := containers[0].(map[string]any)["image"].(string); !strings.HasPrefix(img, "registry.internal:5000/") {
+		t.Errorf("node-agent image %s ignores --image-registry", img)
+	}
+	volumes, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "volumes")
+	if p := volumes[0].(map[string]any)["hostPath"].(map[string]any)["path"]; p != "/var/lib/k0s/kubelet/pods" {
+		t.Errorf("host pods dir %v", p)
+	}
+	cm, err := get("v1", "ConfigMap", "backup-system", "straddle-restore-helper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img, _, _ := unstructured.NestedString(cm.Object, "data", "image"); !strings.HasPrefix(img, "registry.internal:5000/") {
+		t.Errorf("restore helper image %s ignores --image-registry", img)
+	}
+	images := strings.Fields(mustStraddle(t, "images", "--image-registry", "registry.internal:5000"))
+	if len(images) != 2 || !strings.Contains(strings.Join(images, " "), img(containers)) {
+		t.Errorf("straddle images lists %v; the install uses %s", images, img(containers))
+	}
+
+	mustStraddle(t, "uninstall", "--kubeconfig", kc, "--namespace", "backup-system")
+	if _, err := get("apps/v1", "DaemonSet", "backup-system", "straddle-node-agent"); !apierrors.IsNotFound(err) {
+		t.Errorf("node-agent still there after uninstall: %v", err)
+	}
+	if _, err := get("rbac.authorization.k8s.io/v1", "ClusterRole", "", "straddle-controller"); !apierrors.IsNotFound(err) {
+		t.Errorf("controller ClusterRole still there after uninstall: %v", err)
+	}
+	if _, err := get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "backups.straddle.io"); err != nil {
+		t.Errorf("uninstall removed the CRDs without --include-crds: %v", err)
+	}
+}
+
+func img(containers []any) string { return containers[0].(map[string]any)["image"].(string) }
