@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -48,12 +49,21 @@ func (f *clusterFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
 }
 
-func (f *clusterFlags) client() (client.Client, error) {
+// restConfig reads --kubeconfig, else $KUBECONFIG or ~/.kube/config, else the in-cluster service account.
+func (f *clusterFlags) restConfig() (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = f.kubeconfig
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("no cluster to talk to: %w", err)
+	}
+	return cfg, nil
+}
+
+func (f *clusterFlags) client() (client.Client, error) {
+	cfg, err := f.restConfig()
+	if err != nil {
+		return nil, err
 	}
 	return client.New(cfg, client.Options{})
 }

@@ -15,6 +15,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRepoCmd(), newInstallCmd(), newUninstallCmd(), newImagesCmd())
+	root.AddCommand(newRepoCmd(), newInstallCmd(), newUninstallCmd(), newImagesCmd(), newControllerCmd(), newNodeAgentCmd())
 	return root
 }

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/controller"
+	"github.com/straddle-io/straddle/deploy"
+)
+
+// serverFlags follow controller-runtime's conventions, so several servers can run on one machine in tests.
+type serverFlags struct {
+	clusterFlags
+	namespace   string
+	metricsAddr string
+	probeAddr   string
+}
+
+func (f *serverFlags) register(cmd *cobra.Command) {
+	f.clusterFlags.register(cmd)
+	cmd.Flags().StringVar(&f.namespace, "namespace", deploy.DefaultNamespace, "namespace Straddle is installed in")
+	cmd.Flags().StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
+	cmd.Flags().StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+}
+
+func (f *serverFlags) manager(opts ctrl.Options) (ctrl.Manager, error) {
+	rules, err := f.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := v1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	opts.Scheme = scheme
+	opts.Metrics = metricsserver.Options{BindAddress: f.metricsAddr}
+	opts.HealthProbeBindAddress = f.probeAddr
+	mgr, err := ctrl.NewManager(rules, opts)
+	if err != nil {
+		return nil, fmt.Errorf("start manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+type controllerOptions struct {
+	serverFlags
+	leaderElect bool
+}
+
+func newControllerCmd() *cobra.Command {
+	o := &controllerOptions{}
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the Straddle controller (in the cluster, as the straddle-controller Deployment)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context())
+		},
+	}
+	o.serverFlags.register(cmd)
+	cmd.Flags().BoolVar(&o.leaderElect, "leader-elect", false, "run only while holding the leader lease, so replicas can stand by")
+	return cmd
+}
+
+func (o *controllerOptions) run(ctx context.Context) error {
+	mgr, err := o.manager(ctrl.Options{
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "straddle-controller.straddle.io",
+		LeaderElectionNamespace: o.namespace,
+		// Storage locations live in the install namespace; the cache holds nothing else of them.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&v1.BackupStorageLocation{}: {Namespaces: map[string]cache.Config{o.namespace: {}}}}},
+	})
+	if err != nil {
+		return err
+	}
+	bsl := &controller.BackupStorageLocationReconciler{Client: mgr.GetClient(), Clock: clock.RealClock{}}
+	if err := bsl.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+type nodeAgentOptions struct {
+	serverFlags
+	nodeName    string
+	hostPodsDir string
+	concurrency int
+}
+
+func newNodeAgentCmd() *cobra.Command {
+	o := &nodeAgentOptions{}
+	cmd := &cobra.Command{
+		Use:   "node-agent",
+		Short: "Run a Straddle node-agent (in the cluster, as the straddle-node-agent DaemonSet)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context())
+		},
+	}
+	o.serverFlags.register(cmd)
+	cmd.Flags().StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node this agent serves (env NODE_NAME)")
+	cmd.Flags().StringVar(&o.hostPodsDir, "host-pods-dir", "/host_pods", "where the kubelet's pods directory is mounted")
+	cmd.Flags().IntVar(&o.concurrency, "concurrency", 2, "volumes worked on at once")
+	return cmd
+}
+
+func (o *nodeAgentOptions) run(ctx context.Context) error {
+	if o.nodeName == "" {
+		return errors.New("no node name: set NODE_NAME (the DaemonSet sets it from spec.nodeName) or pass --node-name")
+	}
+	if o.concurrency < 1 {
+		return fmt.Errorf("--concurrency %d must be at least 1", o.concurrency)
+	}
+	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
+	}
+	mgr, err := o.manager(ctrl.Options{})
+	if err != nil {
+		return err
+	}
+	// The PodVolumeBackup and PodVolumeRestore workers of this node join the manager with issues 5 and 6.
+	return mgr.Start(ctx)
+}
