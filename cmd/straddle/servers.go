@@ -37,7 +37,7 @@ func (f *serverFlags) register(cmd *cobra.Command) {
 }
 
 func (f *serverFlags) manager(opts ctrl.Options) (ctrl.Manager, error) {
-	rules, err := f.restConfig()
+	cfg, err := f.restConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func (f *serverFlags) manager(opts ctrl.Options) (ctrl.Manager, error) {
 	opts.Scheme = scheme
 	opts.Metrics = metricsserver.Options{BindAddress: f.metricsAddr}
 	opts.HealthProbeBindAddress = f.probeAddr
-	mgr, err := ctrl.NewManager(rules, opts)
+	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("start manager: %w", err)
 	}
