@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/restic/chunker"
@@ -69,6 +70,11 @@ type Repository struct {
 	// indexFiles are the index files loaded, for check and prune.
 	indexFiles []id.ID
 	now        func() time.Time
+
+	// keyMu guards keyID, which a password change moves to the new key.
+	keyMu sync.Mutex
+	// keyID names the key file that opened the repository (or that Init wrote), so key removal can refuse it.
+	keyID id.ID
 }
 
 // Init creates a repository: fresh master keys, a random chunker polynomial, a config and one key file.
@@ -102,9 +108,11 @@ func Init(ctx context.Context, be storage.Backend, password []byte, opts InitOpt
 		return nil, err
 	}
 	// The key goes first: a config without a key is unusable, a key without a config is just ignored.
-	if _, err := r.AddKey(ctx, password, opts.KDF); err != nil {
+	kid, err := r.AddKey(ctx, password, opts.KDF)
+	if err != nil {
 		return nil, err
 	}
+	r.keyID = kid
 	plain, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
@@ -146,7 +154,7 @@ func (r *Repository) AddKey(ctx context.Context, password []byte, kdf crypto.KDF
 		return id.Null, fmt.Errorf("create key: %w", err)
 	}
 	kid := id.Hash(buf)
-	if err := storage.PutBytes(ctx, r.be, "keys/"+kid.String(), buf); err != nil {
+	if err := storage.PutBytes(ctx, r.be, keysPrefix+kid.String(), buf); err != nil {
 		return id.Null, fmt.Errorf("write key %s: %w", kid.Short(), err)
 	}
 	return kid, nil
@@ -177,7 +185,7 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts OpenOpt
 	if v := obj[len(configMagic)]; v != FormatVersion {
 		return nil, fmt.Errorf("%s: repository format version %d is not supported by this version of straddle (it reads %d)", be.Location(), v, FormatVersion)
 	}
-	mk, err := findKey(ctx, be, password)
+	mk, kid, err := findKey(ctx, be, password)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +201,12 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts OpenOpt
 	if err != nil {
 		return nil, err
 	}
-	return newRepository(be, mk, cfg, opts.Now)
+	r, err := newRepository(be, mk, cfg, opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	r.keyID = kid
+	return r, nil
 }
 
 // parseConfig decodes and validates a config's plaintext.
@@ -211,40 +224,49 @@ func parseConfig(plain []byte) (Config, error) {
 	return cfg, nil
 }
 
-func findKey(ctx context.Context, be storage.Backend, password []byte) (crypto.MasterKeys, error) {
+// findKey tries the password on every key file and returns the master keys and the ID of the first key file
+// it opens.
+func findKey(ctx context.Context, be storage.Backend, password []byte) (crypto.MasterKeys, id.ID, error) {
 	var names []string
-	if err := be.List(ctx, "keys/", func(fi storage.Info) error {
+	if err := be.List(ctx, keysPrefix, func(fi storage.Info) error {
 		names = append(names, fi.Name)
 		return nil
 	}); err != nil {
-		return crypto.MasterKeys{}, fmt.Errorf("list keys: %w", err)
+		return crypto.MasterKeys{}, id.Null, fmt.Errorf("list keys: %w", err)
 	}
 	if len(names) == 0 {
-		return crypto.MasterKeys{}, fmt.Errorf("the repository has no keys: %w", ErrCorrupt)
+		return crypto.MasterKeys{}, id.Null, fmt.Errorf("the repository has no keys: %w", ErrCorrupt)
 	}
 	var damaged []string
 	for _, name := range names {
+		base := strings.TrimPrefix(name, keysPrefix)
+		// Writers name key files by their hash; any other name is not a key file this code wrote.
+		kid, err := id.Parse(base)
+		if err != nil {
+			damaged = append(damaged, shortName(base))
+			continue
+		}
 		buf, err := storage.ReadAll(ctx, be, name)
 		if err != nil {
-			return crypto.MasterKeys{}, fmt.Errorf("read key: %w", err)
+			return crypto.MasterKeys{}, id.Null, fmt.Errorf("read key: %w", err)
 		}
 		kf, err := crypto.ParseKeyFile(buf)
 		if err != nil {
-			damaged = append(damaged, strings.TrimPrefix(name, "keys/")[:8])
+			damaged = append(damaged, kid.Short())
 			continue
 		}
 		mk, err := kf.Open(password)
 		if err == nil {
-			return mk, nil
+			return mk, kid, nil
 		}
 		if !errors.Is(err, crypto.ErrAuth) {
-			damaged = append(damaged, strings.TrimPrefix(name, "keys/")[:8])
+			damaged = append(damaged, kid.Short())
 		}
 	}
 	if len(damaged) > 0 {
-		return crypto.MasterKeys{}, fmt.Errorf("%w (damaged key files: %s)", ErrWrongPassword, strings.Join(damaged, ", "))
+		return crypto.MasterKeys{}, id.Null, fmt.Errorf("%w (damaged key files: %s)", ErrWrongPassword, strings.Join(damaged, ", "))
 	}
-	return crypto.MasterKeys{}, ErrWrongPassword
+	return crypto.MasterKeys{}, id.Null, ErrWrongPassword
 }
 
 // Config returns the repository's configuration.
