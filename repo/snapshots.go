@@ -47,6 +47,14 @@ func (r *Repository) LoadSnapshot(ctx context.Context, snapID id.ID) (*snapshot.
 	return s, nil
 }
 
+// DeleteSnapshot removes one snapshot object. The data it references stays until prune finds it unused.
+func (r *Repository) DeleteSnapshot(ctx context.Context, snapID id.ID) error {
+	if err := r.be.Delete(ctx, snapshot.Name(snapID)); err != nil {
+		return fmt.Errorf("delete snapshot %s: %w", snapID.Short(), err)
+	}
+	return nil
+}
+
 // ListSnapshots loads every snapshot, oldest first.
 func (r *Repository) ListSnapshots(ctx context.Context) ([]*snapshot.Snapshot, error) {
 	ids, err := r.listIDs(ctx, "snapshots/")
@@ -134,5 +142,5 @@ func (r *Repository) FindSnapshot(ctx context.Context, ref string, f Filter) (*s
 	case 1:
 		return r.LoadSnapshot(ctx, match[0])
 	}
-	return nil, fmt.Errorf("snapshot ID prefix %s is ambiguous: %d snapshots match", ref, len(match))
+	return nil, fmt.Errorf("snapshot ID prefix %s matches %d snapshots: %w", ref, len(match), ErrAmbiguous)
 }
