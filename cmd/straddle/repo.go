@@ -33,7 +33,7 @@ func newRepoCmd() *cobra.Command {
 	}
 	f.register(cmd)
 	cmd.AddCommand(newRepoInitCmd(f), newRepoBackupCmd(f), newRepoRestoreCmd(f), newRepoSnapshotsCmd(f), newRepoCheckCmd(f), newRepoStatsCmd(f))
-	cmd.AddCommand(newRepoForgetCmd(f))
+	cmd.AddCommand(newRepoForgetCmd(f), newRepoKeyCmd(f))
 	return cmd
 }
 
