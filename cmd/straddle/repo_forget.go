@@ -34,7 +34,7 @@ func newRepoForgetCmd(f *repoFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "forget [ID...]",
 		Short: "Remove snapshots by ID or by a retention policy",
-		Long: "Remove snapshots named by ID (or unique prefix), or those a retention policy does not keep.\n" +
+		Long: "Remove snapshots named by ID (a unique prefix, or latest), or those a retention policy does not keep.\n" +
 			"Each --keep-* rule keeps the newest snapshot of each of the last N hours, days, ISO weeks or months\n" +
 			"(in UTC) that have snapshots; keep-last keeps the N newest. A snapshot kept by any rule is kept.\n" +
 			"The policy applies to each group (--group-by) separately, and only to snapshots passing --host,\n" +
@@ -128,6 +128,13 @@ func (o *repoForgetOptions) run(ctx context.Context, ids []string, out io.Writer
 	}
 	if o.json {
 		return json.NewEncoder(out).Encode(o.toJSON(groups))
+	}
+	if len(ids) == 0 {
+		grouping := "one group"
+		if by != (forget.GroupBy{}) {
+			grouping = "grouped by " + by.String()
+		}
+		fmt.Fprintf(out, "policy: %s; %s\n\n", o.policy, grouping)
 	}
 	return o.printTables(out, groups, len(ids) > 0, len(remove))
 }

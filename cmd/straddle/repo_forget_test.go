@@ -125,7 +125,7 @@ func TestRepoForgetByPolicy(t *testing.T) {
 	}
 
 	table := mustStraddle(t, "repo", "forget", "--repo", repoDir, "--keep-last", "1", "--keep-daily", "2", "--dry-run")
-	for _, want := range []string{"host node-a, paths /data: keep 2, remove 2", "host node-b, paths /data: keep 2, remove 0",
+	for _, want := range []string{"policy: keep-last 1, keep-daily 2; grouped by host,paths\n", "host node-a, paths /data: keep 2, remove 2", "host node-b, paths /data: keep 2, remove 0",
 		"remove  " + ids[0][:8], "keep    " + ids[3][:8], "last,daily", "pod=db-0", "2026-03-01 10:00:00", "would remove 2 snapshots and keep 4"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("dry-run table lacks %q:\n%s", want, table)
@@ -150,7 +150,10 @@ func TestRepoForgetByPolicy(t *testing.T) {
 		t.Errorf("forget with a tag nothing has:\n%s", out)
 	}
 	// One group for everything: the newest snapshot of all hosts survives.
-	mustStraddle(t, "repo", "forget", "--repo", repoDir, "--keep-last", "1", "--group-by", "")
+	out = mustStraddle(t, "repo", "forget", "--repo", repoDir, "--keep-last", "1", "--group-by", "")
+	if !strings.Contains(out, "policy: keep-last 1; one group") || !strings.Contains(out, "all snapshots: keep 1, remove 4") {
+		t.Errorf("forget --group-by '':\n%s", out)
+	}
 	if got := snapshotIDs(t, repoDir); len(got) != 1 || !got[ids[5]] {
 		t.Fatalf("after forget --group-by '': %v", got)
 	}

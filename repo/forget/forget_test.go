@@ -66,6 +66,10 @@ func TestForgetByIDAndPrefix(t *testing.T) {
 	if len(got) != 2 || got[0].ID != snaps[0].ID || got[1].ID != snaps[2].ID {
 		t.Fatalf("resolved %d snapshots: %v", len(got), got)
 	}
+	latest, err := forget.Resolve(ctx, r, []string{"latest"}, repo.Filter{Host: "node-a"})
+	if err != nil || len(latest) != 1 || latest[0].ID != snaps[2].ID {
+		t.Fatalf("latest of node-a: %v, %v", latest, err)
+	}
 	if err := forget.Remove(ctx, r, got); err != nil {
 		t.Fatal(err)
 	}
