@@ -11,10 +11,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/backup"
 	"github.com/straddle-io/straddle/repo/id"
+	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/pack"
 	"github.com/straddle-io/straddle/repo/prune"
 	"github.com/straddle-io/straddle/repo/repotest"
@@ -256,4 +258,136 @@ func TestInterruptedPruneIsSafeAndResumes(t *testing.T) {
 			t.FailNow()
 		}
 	}
+}
+
+// While a backup holds its shared lock past --max-wait, prune deletes nothing, says who held the repository,
+// and leaves it correct; the next prune, with the backup gone, does the work.
+func TestPruneGivesUpWhenBackupsOutlastMaxWait(t *testing.T) {
+	ctx := context.Background()
+	r, be := repotest.New(t)
+	_, src2, s1, s2 := twoSnapshots(t, r)
+	onePartlyUsedPack(t, r, 1000, 3000)
+	forget(t, be, s1)
+	before := countPrefix(t, be, "data/")
+
+	stop, done := make(chan struct{}), make(chan error, 1)
+	taken := make(chan struct{})
+	go func() {
+		done <- lock.WithLock(ctx, repotest.Reopen(t, be), lock.Shared, "backup", lock.Options{Host: "node-b", PID: 42}, func(context.Context) error {
+			close(taken)
+			<-stop
+			return nil
+		})
+	}()
+	<-taken
+	opts := testOptions()
+	opts.MaxWait = 30 * time.Millisecond
+	_, err := prune.Run(ctx, repotest.Reopen(t, be), opts)
+	if !errors.Is(err, lock.ErrLocked) || !strings.Contains(err.Error(), "prune deleted nothing") || !strings.Contains(err.Error(), "backup on host node-b pid 42") {
+		t.Fatalf("prune beside a long backup: %v", err)
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The repacked copies are there beside the originals, and nothing was deleted.
+	if after := countPrefix(t, be, "data/"); after <= before {
+		t.Errorf("%d packs before, %d after the stopped prune: want the repacked ones added", before, after)
+	}
+	mustCheck(t, be, true)
+	res := mustPrune(t, repotest.Reopen(t, be), testOptions())
+	if res.PacksDeleted == 0 {
+		t.Errorf("the next prune deleted nothing: %+v", res)
+	}
+	if notes := mustCheck(t, be, true); len(notes) != 0 {
+		t.Errorf("check notes: %v", notes)
+	}
+	mustRestore(t, be, s2, src2)
+}
+
+// newObjects runs a writer session on a copy of be and returns the objects it added, without adding them to be.
+func newObjects(t *testing.T, be storage.Backend, data []byte) (packs, indexFiles map[string][]byte) {
+	t.Helper()
+	scratch := clone(t, be)
+	before := objects(t, scratch)
+	r := repotest.Reopen(t, scratch)
+	if _, err := r.WithWriter(context.Background(), repo.WriterOptions{}, func(ctx context.Context, w *repo.Writer) error {
+		_, _, err := w.SaveBlob(ctx, pack.DataBlob, data)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	packs, indexFiles = map[string][]byte{}, map[string][]byte{}
+	for _, name := range objects(t, scratch) {
+		if slices.Contains(before, name) {
+			continue
+		}
+		buf, err := storage.ReadAll(context.Background(), scratch, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(name, "index/") {
+			indexFiles[name] = buf
+		} else {
+			packs[name] = buf
+		}
+	}
+	if len(packs) != 1 || len(indexFiles) != 1 {
+		t.Fatalf("session stored %d packs and %d index files", len(packs), len(indexFiles))
+	}
+	return packs, indexFiles
+}
+
+func putAll(t *testing.T, be storage.Backend, objs map[string][]byte) {
+	t.Helper()
+	for name, buf := range objs {
+		if err := storage.PutBytes(context.Background(), be, name, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A pack no index lists is deleted (a killed backup's), unless its index arrives before the deletion phase
+// (a backup that was still running while prune planned).
+func TestUnindexedPacks(t *testing.T) {
+	ctx := context.Background()
+	r, be := repotest.New(t)
+	_, src2, _, s2 := twoSnapshots(t, r)
+	killedPacks, _ := newObjects(t, be, []byte("a killed backup's only blob"))
+	slowPacks, slowIndex := newObjects(t, be, []byte("a running backup's blob"))
+	putAll(t, be, killedPacks)
+	putAll(t, be, slowPacks)
+
+	plan, err := prune.NewPlan(ctx, repotest.Reopen(t, be), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Result(); got.UnindexedPacks != 2 {
+		t.Fatalf("planned %+v, want 2 unindexed packs", got)
+	}
+	putAll(t, be, slowIndex) // the running backup finishes
+	if err := plan.Repack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Result(); got.PacksDeleted != 1 || got.PacksKept != 1 {
+		t.Errorf("result %+v, want the killed backup's pack deleted and the other kept", got)
+	}
+	for name := range killedPacks {
+		if _, err := be.Stat(ctx, name); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("the killed backup's pack %s is still there: %v", name, err)
+		}
+	}
+	for name := range slowPacks {
+		if _, err := be.Stat(ctx, name); err != nil {
+			t.Errorf("the running backup's pack %s is gone: %v", name, err)
+		}
+	}
+	if !repotest.Reopen(t, be).Index().Has(pack.DataBlob, r.BlobID([]byte("a running backup's blob"))) {
+		t.Error("the running backup's blob is not indexed")
+	}
+	mustCheck(t, be, true)
+	mustRestore(t, be, s2, src2)
 }
