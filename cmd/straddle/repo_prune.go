@@ -77,6 +77,6 @@ func printPruneResult(out io.Writer, res *prune.Result) {
 	if res.PacksKept > 0 {
 		fmt.Fprintf(out, "kept %d packs that backups running meanwhile came to use\n", res.PacksKept)
 	}
-	fmt.Fprintf(out, "replaced %d index files; took %.1fs, of which %.1fs holding the repository exclusively\n",
-		res.IndexFilesReplaced, res.DurationSeconds, res.ExclusiveSeconds)
+	fmt.Fprintf(out, "deleted %d index files, of which %d had their remaining packs written to one new file\n", res.IndexFilesDeleted, res.IndexFilesReplaced)
+	fmt.Fprintf(out, "took %.1fs, of which %.1fs holding the repository exclusively\n", res.DurationSeconds, res.ExclusiveSeconds)
 }
