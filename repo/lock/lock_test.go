@@ -321,7 +321,7 @@ func TestOnlyOnePruneAtATime(t *testing.T) {
 	for i := range 4 {
 		wg.Go(func() {
 			o := fast(100 + i)
-			o.WaitTimeout = 20 * time.Millisecond
+			o.WaitTimeout = time.Second // long enough for all four in turn, even on a loaded machine
 			err := WithLock(context.Background(), r, Shared, PurposePrune, o, func(context.Context) error {
 				n := running.Add(1)
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {

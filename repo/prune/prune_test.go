@@ -27,11 +27,15 @@ import (
 
 // twoSnapshots backs up two different trees (sharing only a few small files) and returns the sources.
 func twoSnapshots(t *testing.T, r *repo.Repository) (src1, src2 string, s1, s2 *snapshot.Snapshot) {
+	return twoSnapshotsOfSize(t, r, 12, 3<<20)
+}
+
+func twoSnapshotsOfSize(t *testing.T, r *repo.Repository, files, big int) (src1, src2 string, s1, s2 *snapshot.Snapshot) {
 	t.Helper()
 	base := t.TempDir()
 	src1, src2 = filepath.Join(base, "one"), filepath.Join(base, "two")
-	repotest.MakeTree(t, src1, repotest.TreeOptions{Seed: 1, Files: 12, Big: 3 << 20})
-	repotest.MakeTree(t, src2, repotest.TreeOptions{Seed: 2, Files: 12, Big: 2 << 20})
+	repotest.MakeTree(t, src1, repotest.TreeOptions{Seed: 1, Files: files, Big: big})
+	repotest.MakeTree(t, src2, repotest.TreeOptions{Seed: 2, Files: files, Big: big * 2 / 3})
 	return src1, src2, runBackup(t, r, src1), runBackup(t, r, src2)
 }
 
@@ -225,7 +229,8 @@ func (f *failAfter) Delete(ctx context.Context, name string) error {
 // finishes the job.
 func TestInterruptedPruneIsSafeAndResumes(t *testing.T) {
 	r, base := repotest.New(t)
-	_, src2, s1, s2 := twoSnapshots(t, r)
+	// Small trees: the repository is copied, pruned twice and checked once per write of the prune.
+	_, src2, s1, s2 := twoSnapshotsOfSize(t, r, 4, 3<<19)
 	onePartlyUsedPack(t, r, 1000, 3000)
 	forget(t, base, s1)
 	for n := int64(1); ; n++ {
