@@ -271,9 +271,16 @@ func (p *Plan) Result() *Result {
 			res.BytesFreed += p.stored[packID]
 		}
 	}
+	// In a dry run the repacked packs are not in the delete set yet, though they would go.
+	repacked := map[id.ID]bool{}
+	if p.opts.DryRun {
+		for _, packID := range p.repack {
+			repacked[packID] = true
+		}
+	}
 	res.BytesUnused = 0
 	for packID, n := range p.unused {
-		if _, going := p.del[packID]; !going && !(p.opts.DryRun && slices.Contains(p.repack, packID)) {
+		if _, going := p.del[packID]; !going && !repacked[packID] {
 			res.BytesUnused += n
 		}
 	}
