@@ -36,12 +36,20 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	superseded := index.Superseded(files)
 	b := index.NewBuilder()
-	for _, f := range files {
+	var live []id.ID
+	for i, f := range files {
+		// A file some other file supersedes is being replaced by prune: the packs it lists may be deleted
+		// already, so its entries must never be used.
+		if _, ok := superseded[names[i]]; ok {
+			continue
+		}
 		b.AddFile(f)
+		live = append(live, names[i])
 	}
 	r.idx = b.Build()
-	r.indexFiles = names
+	r.indexFiles = live
 	return nil
 }
 

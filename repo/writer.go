@@ -105,6 +105,17 @@ func (w *Writer) SaveBlob(ctx context.Context, t pack.BlobType, data []byte) (id
 
 // SaveBlobWithID is SaveBlob for a caller that has already computed the blob's ID with Repository.BlobID.
 func (w *Writer) SaveBlobWithID(ctx context.Context, t pack.BlobType, blobID id.ID, data []byte) (bool, error) {
+	return w.saveBlob(ctx, t, blobID, data, false)
+}
+
+// CopyBlob stores a blob even though the index already has it: prune copies the used blobs out of packs it
+// is about to delete. The caller has verified that blobID is data's ID.
+func (w *Writer) CopyBlob(ctx context.Context, t pack.BlobType, blobID id.ID, data []byte) error {
+	_, err := w.saveBlob(ctx, t, blobID, data, true)
+	return err
+}
+
+func (w *Writer) saveBlob(ctx context.Context, t pack.BlobType, blobID id.ID, data []byte, copying bool) (bool, error) {
 	if t >= pack.NumBlobTypes {
 		return false, fmt.Errorf("invalid blob type %d", t)
 	}
@@ -113,7 +124,7 @@ func (w *Writer) SaveBlobWithID(ctx context.Context, t pack.BlobType, blobID id.
 	}
 	w.mu.Lock()
 	_, pending := w.inflight[t][blobID]
-	if pending || w.r.idx.Has(t, blobID) {
+	if pending || (!copying && w.r.idx.Has(t, blobID)) {
 		w.mu.Unlock()
 		return false, nil
 	}

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/storage/location"
 )
 
@@ -17,12 +19,15 @@ import (
 type repoFlags struct {
 	repo         string
 	passwordFile string
+	lockWait     time.Duration
 }
 
 func (f *repoFlags) register(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.repo, "repo", os.Getenv("STRADDLE_REPOSITORY"),
 		"repository location: a path, file:///path, s3://host[:port]/bucket[/prefix] (env STRADDLE_REPOSITORY)")
 	cmd.PersistentFlags().StringVar(&f.passwordFile, "password-file", "", "read the repository password from this file (else env STRADDLE_PASSWORD)")
+	cmd.PersistentFlags().DurationVar(&f.lockWait, "lock-wait", 10*time.Minute,
+		"how long to wait while another process holds a conflicting repository lock (such as prune's short deletion phase)")
 }
 
 func newRepoCmd() *cobra.Command {
@@ -32,8 +37,8 @@ func newRepoCmd() *cobra.Command {
 		Short: "Work with a repository directly, no cluster needed",
 	}
 	f.register(cmd)
-	cmd.AddCommand(newRepoInitCmd(f), newRepoBackupCmd(f), newRepoRestoreCmd(f), newRepoSnapshotsCmd(f), newRepoCheckCmd(f), newRepoStatsCmd(f))
-	cmd.AddCommand(newRepoForgetCmd(f), newRepoKeyCmd(f))
+	cmd.AddCommand(newRepoInitCmd(f), newRepoBackupCmd(f), newRepoRestoreCmd(f), newRepoSnapshotsCmd(f), newRepoCheckCmd(f), newRepoStatsCmd(f),
+		newRepoForgetCmd(f), newRepoKeyCmd(f), newRepoPruneCmd(f), newRepoUnlockCmd(f))
 	return cmd
 }
 
@@ -85,4 +90,22 @@ func (f *repoFlags) open(ctx context.Context, loadIndex bool) (*repo.Repository,
 		}
 	}
 	return r, nil
+}
+
+// withLock opens the repository, takes a lock of kind for purpose, loads the index when loadIndex is set, and
+// runs fn. The index is loaded under the lock: prune's deletion phase relies on every process that has
+// loaded the index holding a lock, so it never deletes a pack such a process may still use.
+func (f *repoFlags) withLock(ctx context.Context, kind lock.Kind, purpose string, loadIndex bool, fn func(context.Context, *repo.Repository) error) error {
+	r, err := f.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	return lock.WithLock(ctx, r, kind, purpose, lock.Options{WaitTimeout: f.lockWait}, func(ctx context.Context) error {
+		if loadIndex {
+			if err := r.LoadIndex(ctx); err != nil {
+				return fmt.Errorf("load the index of %s: %w", r.Backend().Location(), err)
+			}
+		}
+		return fn(ctx, r)
+	})
 }

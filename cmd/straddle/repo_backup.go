@@ -13,6 +13,7 @@ import (
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/backup"
+	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/snapshot"
 )
 
@@ -88,10 +89,12 @@ func (o *repoBackupOptions) run(ctx context.Context, path string, out, errOut io
 	if abs, err = filepath.EvalSymlinks(abs); err != nil {
 		return fmt.Errorf("cannot back up %s: %w", path, err)
 	}
-	r, err := o.open(ctx, true)
-	if err != nil {
-		return err
-	}
+	return o.withLock(ctx, lock.Shared, "backup", true, func(ctx context.Context, r *repo.Repository) error {
+		return o.backup(ctx, r, abs, tags, out, errOut)
+	})
+}
+
+func (o *repoBackupOptions) backup(ctx context.Context, r *repo.Repository, abs string, tags map[string]string, out, errOut io.Writer) error {
 	parent, err := o.findParent(ctx, r, abs)
 	if err != nil {
 		return err

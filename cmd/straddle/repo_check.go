@@ -10,7 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/check"
+	"github.com/straddle-io/straddle/repo/lock"
 )
 
 type repoCheckOptions struct {
@@ -56,13 +58,16 @@ func (o *repoCheckOptions) run(ctx context.Context, out io.Writer) error {
 		}
 		opts.ReadDataSubset = v
 	}
-	r, err := o.open(ctx, false)
+	var res *check.Result
+	err := o.withLock(ctx, lock.Shared, "check", false, func(ctx context.Context, r *repo.Repository) error {
+		var err error
+		if res, err = check.Run(ctx, r, opts); err != nil {
+			return fmt.Errorf("check could not finish: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	res, err := check.Run(ctx, r, opts)
-	if err != nil {
-		return fmt.Errorf("check could not finish: %w", err)
 	}
 	if o.json {
 		if res.Errors == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/restore"
 )
 
@@ -46,10 +47,12 @@ func (o *repoRestoreOptions) run(ctx context.Context, ref string, out, errOut io
 		}
 		includes = append(includes, c)
 	}
-	r, err := o.open(ctx, true)
-	if err != nil {
-		return err
-	}
+	return o.withLock(ctx, lock.Shared, "restore", true, func(ctx context.Context, r *repo.Repository) error {
+		return o.restore(ctx, r, ref, includes, out, errOut)
+	})
+}
+
+func (o *repoRestoreOptions) restore(ctx context.Context, r *repo.Repository, ref string, includes []string, out, errOut io.Writer) error {
 	snap, err := r.FindSnapshot(ctx, ref, repo.Filter{})
 	if err != nil {
 		return fmt.Errorf("find snapshot %s: %w", ref, err)

@@ -7,6 +7,9 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/lock"
 )
 
 type repoStatsOptions struct {
@@ -29,11 +32,14 @@ func newRepoStatsCmd(f *repoFlags) *cobra.Command {
 }
 
 func (o *repoStatsOptions) run(ctx context.Context, out io.Writer) error {
-	r, err := o.open(ctx, true)
-	if err != nil {
+	// Stats reads trees through the index, so it holds a shared lock like restore: prune must not delete a
+	// pack the loaded index points into.
+	var s *repo.Stats
+	err := o.withLock(ctx, lock.Shared, "stats", true, func(ctx context.Context, r *repo.Repository) error {
+		var err error
+		s, err = r.Stats(ctx)
 		return err
-	}
-	s, err := r.Stats(ctx)
+	})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/straddle-io/straddle/repo/index"
 	"github.com/straddle-io/straddle/repo/pack"
 	"github.com/straddle-io/straddle/repo/storage"
+	"github.com/straddle-io/straddle/repo/tree"
 )
 
 // Options choose how deep a check goes.
@@ -141,7 +142,8 @@ func (c *checker) checkIndex(ctx context.Context) error {
 		return fmt.Errorf("list index files: %w", err)
 	}
 	c.res.IndexFiles = len(names)
-	b := index.NewBuilder()
+	files := make([]*index.File, 0, len(names))
+	loaded := make([]id.ID, 0, len(names))
 	for _, n := range names {
 		f, err := c.r.LoadIndexFile(ctx, n)
 		if err != nil {
@@ -151,14 +153,27 @@ func (c *checker) checkIndex(ctx context.Context) error {
 			}
 			return err
 		}
+		files = append(files, f)
+		loaded = append(loaded, n)
+	}
+	// Readers ignore superseded files (prune replaced them and may have deleted their packs), so check does.
+	superseded := index.Superseded(files)
+	b := index.NewBuilder()
+	var live []id.ID
+	for i, f := range files {
+		if _, ok := superseded[loaded[i]]; ok {
+			c.note("index/"+loaded[i].String(), "superseded by a newer index file (left by an interrupted prune; prune removes it)")
+			continue
+		}
 		b.AddFile(f)
+		live = append(live, loaded[i])
 		for _, p := range f.Packs {
 			c.packBlobs[p.ID] = append(c.packBlobs[p.ID], p.Blobs...)
 		}
 	}
 	c.idx = b.Build()
 	// Trees are read through the repository, so it must see what the check sees.
-	c.r.UseIndex(c.idx, names)
+	c.r.UseIndex(c.idx, live)
 	return nil
 }
 
@@ -266,32 +281,29 @@ func (c *checker) checkSnapshotsOneByOne(ctx context.Context) error {
 
 // checkTree walks a tree once (shared subtrees are checked once) and reports every blob it cannot reach.
 func (c *checker) checkTree(ctx context.Context, snap string, treeID id.ID, dir string, seen map[id.ID]bool) {
-	if seen[treeID] || ctx.Err() != nil {
-		return
-	}
-	seen[treeID] = true
-	c.res.Trees++
-	if why := c.unreachable(pack.TreeBlob, treeID); why != "" {
-		c.fail(snap, "directory %s: %s", dir, why)
-		return
-	}
-	t, err := c.r.LoadTree(ctx, treeID)
-	if err != nil {
-		c.fail(snap, "directory %s: %v", dir, err)
-		return
-	}
-	for _, n := range t.Nodes {
-		p := path.Join(dir, n.Name)
-		for _, blobID := range n.Content {
-			if why := c.unreachable(pack.DataBlob, blobID); why != "" {
-				c.fail(snap, "file %s: %s", p, why)
-				break
+	// The walk stops early only when ctx ends, which Run reports through its callers' next storage call.
+	_ = c.r.WalkTrees(ctx, treeID, dir, seen, func(dir string, treeID id.ID, t *tree.Tree, err error) error {
+		c.mu.Lock()
+		c.res.Trees++
+		c.mu.Unlock()
+		if err != nil {
+			if why := c.unreachable(pack.TreeBlob, treeID); why != "" {
+				c.fail(snap, "directory %s: %s", dir, why)
+			} else {
+				c.fail(snap, "directory %s: %v", dir, err)
+			}
+			return nil
+		}
+		for _, n := range t.Nodes {
+			for _, blobID := range n.Content {
+				if why := c.unreachable(pack.DataBlob, blobID); why != "" {
+					c.fail(snap, "file %s: %s", path.Join(dir, n.Name), why)
+					break
+				}
 			}
 		}
-		if !n.Subtree.IsNull() {
-			c.checkTree(ctx, snap, n.Subtree, p, seen)
-		}
-	}
+		return nil
+	})
 }
 
 // unreachable says why a blob cannot be read, or returns "" when it is indexed in a stored pack.

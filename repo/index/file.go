@@ -26,10 +26,22 @@ type PackBlobs struct {
 }
 
 // File is the content of one index file: packs a writer stored, and the older index files it replaces (prune
-// writes the new index before deleting the old, so readers may briefly see both and must union them).
+// writes the new index before deleting the old, so readers may briefly see both and must ignore the old).
 type File struct {
 	Supersedes []id.ID
 	Packs      []PackBlobs
+}
+
+// Superseded returns the IDs of the index files that any of files lists as superseded. Readers ignore those
+// files: prune writes the replacement before deleting them, and may already have deleted packs they list.
+func Superseded(files []*File) map[id.ID]struct{} {
+	out := map[id.ID]struct{}{}
+	for _, f := range files {
+		for _, s := range f.Supersedes {
+			out[s] = struct{}{}
+		}
+	}
+	return out
 }
 
 // Encode serialises f compactly; offsets and lengths are varints.
