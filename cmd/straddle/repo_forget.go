@@ -15,6 +15,7 @@ import (
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/forget"
+	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/snapshot"
 )
 
@@ -109,22 +110,25 @@ func (o *repoForgetOptions) run(ctx context.Context, ids []string, out io.Writer
 		return err
 	}
 	filter := repo.Filter{Host: o.host, Path: o.path, Tags: tags}
-	r, err := o.open(ctx, false)
-	if err != nil {
-		return err
-	}
-	groups, err := o.plan(ctx, r, ids, filter, by)
-	if err != nil {
-		return err
-	}
+	var groups []forget.Group
 	var remove []*snapshot.Snapshot
-	for _, g := range groups {
-		remove = append(remove, g.Remove...)
-	}
-	if !o.dryRun {
-		if err := forget.Remove(ctx, r, remove); err != nil {
+	// A shared lock: forgetting beside running backups is safe, but not while a prune deletes, whose
+	// exclusive phase re-reads the snapshots it must keep.
+	err = o.withLock(ctx, lock.Shared, "forget", false, func(ctx context.Context, r *repo.Repository) error {
+		var err error
+		if groups, err = o.plan(ctx, r, ids, filter, by); err != nil {
 			return err
 		}
+		for _, g := range groups {
+			remove = append(remove, g.Remove...)
+		}
+		if o.dryRun {
+			return nil
+		}
+		return forget.Remove(ctx, r, remove)
+	})
+	if err != nil {
+		return err
 	}
 	if o.json {
 		return json.NewEncoder(out).Encode(o.toJSON(groups))
