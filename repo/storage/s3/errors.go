@@ -59,7 +59,7 @@ func (b *Backend) wrap(op, name string, err error) error {
 		if b.anonymous {
 			return fmt.Errorf("%s: %w (no credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in the shared credentials file)", what, s)
 		}
-		return fmt.Errorf("%s: %w (S3 error %s)", what, s, resp.Code)
+		return fmt.Errorf("%s: %w (S3 error %s; credentials from %s)", what, s, resp.Code, b.credsFrom)
 	default:
 		return fmt.Errorf("%s: %w", what, s)
 	}

@@ -74,7 +74,8 @@ type Backend struct {
 	region    string
 	timeout   time.Duration
 	partSize  int64
-	anonymous bool // no credentials were found, so requests go unsigned
+	anonymous bool   // no credentials were found, so requests go unsigned
+	credsFrom string // where the credentials came from, for the message of a refusal
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -114,7 +115,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	creds, anonymous := newCredentials(opts)
+	creds, anonymous, credsFrom := newCredentials(opts)
 	client, err := minio.New(opts.Endpoint, &minio.Options{
 		Creds:        creds,
 		Secure:       !opts.PlainHTTP,
@@ -145,6 +146,7 @@ func New(opts Options) (*Backend, error) {
 		timeout:   timeout,
 		partSize:  partSize,
 		anonymous: anonymous,
+		credsFrom: credsFrom,
 	}, nil
 }
 
@@ -351,18 +353,23 @@ func resolveRegion(region string) string {
 	return "us-east-1"
 }
 
-// newCredentials returns the given keys, or the chain of environment and shared file; anonymous reports that
-// the chain found nothing, so a refusal can say why.
-func newCredentials(opts Options) (creds *credentials.Credentials, anonymous bool) {
+// newCredentials returns the given keys, or the chain of environment and shared file. anonymous reports that
+// the chain found nothing and from where it found them, so that a refusal can tell the user what to fix.
+func newCredentials(opts Options) (creds *credentials.Credentials, anonymous bool, from string) {
 	if opts.AccessKeyID != "" {
-		return credentials.NewStaticV4(opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken), false
+		return credentials.NewStaticV4(opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken), false, "the configured access key"
 	}
-	creds = credentials.NewChainCredentials([]credentials.Provider{
-		&credentials.EnvAWS{},
-		&credentials.FileAWSCredentials{},
-	})
+	env := &credentials.EnvAWS{}
+	creds = credentials.NewChainCredentials([]credentials.Provider{env, &credentials.FileAWSCredentials{}})
 	v, err := creds.GetWithContext(nil)
-	return creds, err != nil || v.SignerType.IsAnonymous()
+	if err != nil || v.SignerType.IsAnonymous() {
+		return creds, true, ""
+	}
+	from = "the shared credentials file"
+	if ev, _ := env.Retrieve(); ev.AccessKeyID != "" {
+		from = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+	}
+	return creds, false, from
 }
 
 func newTransport(opts Options, timeout time.Duration) (*http.Transport, error) {

@@ -239,6 +239,12 @@ func TestCredentialsFromEnvironmentAndSharedFile(t *testing.T) {
 		if _, err := s3.Open(ctx, opts); err != nil {
 			t.Fatal(err)
 		}
+		// The default profile holds wrong keys; the refusal says where they came from.
+		t.Setenv("AWS_PROFILE", "")
+		_, err := s3.Open(ctx, opts)
+		if !errors.Is(err, storage.ErrPermission) || !strings.Contains(err.Error(), "shared credentials file") {
+			t.Fatalf("Open with the wrong default profile: %v", err)
+		}
 	})
 	t.Run("None", func(t *testing.T) {
 		_, err := s3.Open(ctx, opts)
