@@ -150,7 +150,7 @@ func New(opts Options) (*Backend, error) {
 	}, nil
 }
 
-// Open returns a backend for an existing bucket, checking that it exists and the credentials may see it.
+// Open returns a backend for an existing bucket, checking that it exists and that the credentials are valid.
 func Open(ctx context.Context, opts Options) (*Backend, error) {
 	b, err := New(opts)
 	if err != nil {
@@ -188,10 +188,17 @@ func Create(ctx context.Context, opts Options) (*Backend, error) {
 	return b, nil
 }
 
+// bucketExists asks with HEAD on the bucket. That needs s3:ListBucket, which a policy may grant only for some
+// prefixes or not at all while allowing the object requests a repository makes; a plain AccessDenied is
+// therefore taken as "exists", and the object requests report what is really refused. Wrong keys come back
+// with their own codes (or, from Amazon, refuse the object requests too); no keys at all fail here.
 func (b *Backend) bucketExists(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	ok, err := b.client.BucketExists(ctx, b.bucket)
+	if minio.ToErrorResponse(err).Code == minio.AccessDenied && !b.anonymous {
+		return true, nil
+	}
 	if err != nil {
 		return false, b.wrap("look up", "", err)
 	}

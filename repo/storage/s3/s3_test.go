@@ -24,6 +24,7 @@ func fakeS3(t *testing.T, status int, code string) (Options, *atomic.Int64) {
 		n.Add(1)
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/xml")
+		w.Header().Set("X-Minio-Error-Code", code) // how MinIO names the error of a HEAD, which has no body
 		w.WriteHeader(status)
 		if r.Method != http.MethodHead {
 			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>canned</Message><Key>k</Key><BucketName>bkt</BucketName><RequestId>1</RequestId></Error>`, code)
@@ -69,6 +70,32 @@ func TestErrorsMapToSentinels(t *testing.T) {
 				t.Errorf("message %q should name key and bucket and hide the secret", msg)
 			}
 		})
+	}
+}
+
+func TestOpenChecksTheBucket(t *testing.T) {
+	ctx := context.Background()
+	for code, want := range map[string]error{
+		"NoSuchBucket":          storage.ErrNoBucket,
+		"InvalidAccessKeyId":    storage.ErrPermission,
+		"SignatureDoesNotMatch": storage.ErrPermission,
+		// Allowed to use objects but not to look at the bucket: the object requests will tell.
+		"AccessDenied": nil,
+	} {
+		status := map[string]int{"NoSuchBucket": 404}[code]
+		if status == 0 {
+			status = 403
+		}
+		opts, _ := fakeS3(t, status, code)
+		be, err := Open(ctx, opts)
+		if !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Errorf("Open when HEAD bucket answers %s: %v; want %v", code, err, want)
+		}
+		if want == nil && be != nil {
+			if _, err := be.Stat(ctx, "config"); !errors.Is(err, storage.ErrPermission) {
+				t.Errorf("Stat after an AccessDenied look-up: %v", err)
+			}
+		}
 	}
 }
 
