@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/lock"
+	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/storage/location"
 )
 
@@ -20,14 +22,40 @@ type repoFlags struct {
 	repo         string
 	passwordFile string
 	lockWait     time.Duration
+	storage      location.Options
 }
 
 func (f *repoFlags) register(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&f.repo, "repo", os.Getenv("STRADDLE_REPOSITORY"),
-		"repository location: a path, file:///path, s3://host[:port]/bucket[/prefix] (env STRADDLE_REPOSITORY)")
-	cmd.PersistentFlags().StringVar(&f.passwordFile, "password-file", "", "read the repository password from this file (else env STRADDLE_PASSWORD)")
-	cmd.PersistentFlags().DurationVar(&f.lockWait, "lock-wait", 10*time.Minute,
+	fl := cmd.PersistentFlags()
+	fl.StringVar(&f.repo, "repo", os.Getenv("STRADDLE_REPOSITORY"),
+		"repository location: a path, file:///path, s3://host[:port]/bucket[/prefix] (https) or s3+http://… (env STRADDLE_REPOSITORY)")
+	fl.StringVar(&f.passwordFile, "password-file", "", "read the repository password from this file (else env STRADDLE_PASSWORD)")
+	fl.DurationVar(&f.lockWait, "lock-wait", 10*time.Minute,
 		"how long to wait while another process holds a conflicting repository lock (such as prune's short deletion phase)")
+	fl.StringVar(&f.storage.CACertFile, "cacert", "", "trust the certificate authorities in this PEM `file` for s3:// (besides the system's)")
+	fl.BoolVar(&f.storage.InsecureTLS, "insecure-tls", false, "do not verify the s3:// server's TLS certificate")
+	fl.StringVar(&f.storage.Region, "region", "", "S3 region (default $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1)")
+	fl.StringVar(&f.storage.BucketLookup, "s3-bucket-lookup", "auto", "how requests name the bucket: auto, path (host/bucket) or dns (bucket.host)")
+}
+
+// openStorage opens the location's backend; create makes a missing directory or bucket (for init).
+func (f *repoFlags) openStorage(ctx context.Context, loc location.Location, create bool) (storage.Backend, error) {
+	opts := f.storage
+	opts.Create = create
+	be, err := location.Open(ctx, loc, opts)
+	if err != nil {
+		return nil, storageHint(err)
+	}
+	return be, nil
+}
+
+// storageHint adds what the user can do about a storage error in terms of this command's flags.
+func storageHint(err error) error {
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) {
+		return fmt.Errorf("%w; pass --cacert with the certificate authority that signed it, or --insecure-tls", err)
+	}
+	return err
 }
 
 func newRepoCmd() *cobra.Command {
@@ -71,7 +99,7 @@ func (f *repoFlags) open(ctx context.Context, loadIndex bool) (*repo.Repository,
 	if err != nil {
 		return nil, err
 	}
-	be, err := location.Open(loc, false)
+	be, err := f.openStorage(ctx, loc, false)
 	if err != nil {
 		return nil, err
 	}
@@ -82,11 +110,11 @@ func (f *repoFlags) open(ctx context.Context, loadIndex bool) (*repo.Repository,
 	case errors.Is(err, repo.ErrWrongPassword):
 		return nil, fmt.Errorf("wrong password for the repository at %s", loc)
 	case err != nil:
-		return nil, fmt.Errorf("open repository %s: %w", loc, err)
+		return nil, storageHint(fmt.Errorf("open repository %s: %w", loc, err))
 	}
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {
-			return nil, fmt.Errorf("load the index of %s: %w", loc, err)
+			return nil, storageHint(fmt.Errorf("load the index of %s: %w", loc, err))
 		}
 	}
 	return r, nil

@@ -50,7 +50,7 @@ func (o *repoInitOptions) run(ctx context.Context, out io.Writer) error {
 	if err := checkEmptyDir(loc); err != nil {
 		return err
 	}
-	be, err := location.Open(loc, true)
+	be, err := o.openStorage(ctx, loc, true)
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func (o *repoInitOptions) run(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("a repository already exists at %s", loc)
 	}
 	if err != nil {
-		return fmt.Errorf("init repository at %s: %w", loc, err)
+		return storageHint(fmt.Errorf("init repository at %s: %w", loc, err))
 	}
 	fmt.Fprintf(out, "created repository %s at %s\n", r.Config().ID.Short(), loc)
 	fmt.Fprintln(out, "Keep the password safe: without it the data cannot be read by anyone, including you.")

@@ -143,7 +143,7 @@ func TestRepoErrorsAreOneClearSentence(t *testing.T) {
 		{[]string{"repo", "restore", "latest", "--repo", repoDir, "--target", filepath.Join(base, "t")}, "no snapshot"},
 		{[]string{"repo", "restore", "latest", "--repo", repoDir, "--target", base, "--include", "../x"}, "must not contain"},
 		{[]string{"repo", "check", "--repo", repoDir, "--read-data-subset", "200%"}, "percentage"},
-		{[]string{"repo", "init", "--repo", "s3+http://127.0.0.1:1/b"}, "S3 storage is not supported"},
+		{[]string{"repo", "init", "--repo", "s3+http://127.0.0.1:1/bkt"}, "127.0.0.1:1"},
 		{[]string{"repo", "init", "--repo", filepath.Join(base, "r2"), "--compression", "turbo"}, "unknown compression"},
 	} {
 		_, err := straddle(t, tc.args...)
