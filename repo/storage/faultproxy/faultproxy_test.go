@@ -144,7 +144,7 @@ func TestEachFault(t *testing.T) {
 			p, o := start(t, Options{Rate: 1, Seed: 5, Kinds: []Kind{c.kind}, StallFor: 3 * time.Second,
 				Match: func(r *http.Request) bool { return r.Method == http.MethodGet }})
 			o.objects["/bucket/obj"] = payload
-			resp, err := client(300*time.Millisecond).Get(p.URL() + "/bucket/obj")
+			resp, err := client(300 * time.Millisecond).Get(p.URL() + "/bucket/obj")
 			var body []byte
 			var readErr error
 			if err == nil {
