@@ -83,7 +83,13 @@ func (r *Repository) WithWriter(ctx context.Context, opts WriterOptions, fn func
 	}
 	close(w.uploads)
 	close(stopTicker)
-	err = errors.Join(err, g.Wait())
+	if gerr := g.Wait(); gerr != nil {
+		// fn failing with the cancellation an upload error caused says nothing: report the upload error alone.
+		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			err = nil
+		}
+		err = errors.Join(err, gerr)
+	}
 	// Even a failed or cancelled session indexes what it stored; give that a bounded time of its own.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
