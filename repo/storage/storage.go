@@ -17,10 +17,11 @@ var ErrNotFound = errors.New("object not found")
 // ErrTruncated means an object ended before the range a reader asked for.
 var ErrTruncated = errors.New("object is shorter than expected")
 
-// ErrPermission means access was denied or the credentials are wrong.
-var ErrPermission = errors.New("access denied")
+// ErrPermission means the storage refused the request: the credentials are wrong, expired or not allowed to
+// do this. Retrying does not help.
+var ErrPermission = errors.New("access denied: check the storage credentials (access key and secret key) and their permissions")
 
-// ErrNoBucket means the bucket does not exist.
+// ErrNoBucket means the bucket a location names does not exist.
 var ErrNoBucket = errors.New("bucket does not exist")
 
 // ErrInvalidName means an object name was rejected by ValidName.

@@ -3,6 +3,7 @@
 package location
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/storage/fs"
+	"github.com/straddle-io/straddle/repo/storage/s3"
 )
 
 // Location is a parsed repository location.
@@ -49,13 +51,20 @@ func Parse(s string) (Location, error) {
 		}
 		return Location{Scheme: "file", Path: filepath.Clean(u.Path)}, nil
 	case "s3", "s3+http":
+		if u.User != nil {
+			// The URL is not repeated here: it holds a secret.
+			return Location{}, errors.New("the repository location must not carry credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
+		}
 		parts := strings.SplitN(strings.Trim(u.Path, "/"), "/", 2)
-		if u.Host == "" || parts[0] == "" {
+		if u.Host == "" || parts[0] == "" || u.RawQuery != "" || u.Fragment != "" {
 			return Location{}, fmt.Errorf("repository location %q: want %s://host[:port]/bucket[/prefix]", s, u.Scheme)
 		}
 		loc := Location{Scheme: u.Scheme, Host: u.Host, Bucket: parts[0]}
 		if len(parts) == 2 {
 			loc.Prefix = strings.Trim(parts[1], "/")
+			if err := storage.ValidName(loc.Prefix); err != nil {
+				return Location{}, fmt.Errorf("repository location %q: the prefix must be names separated by single slashes, without . or ..", s)
+			}
 		}
 		return loc, nil
 	}
@@ -74,11 +83,39 @@ func (l Location) String() string {
 	return s
 }
 
-// Open returns a backend for the location; create makes a missing directory (for init).
-func Open(l Location, create bool) (storage.Backend, error) {
+// Options tune how Open reaches a location; the zero value suits a directory and a public S3 endpoint.
+type Options struct {
+	// Create makes a missing directory or bucket, for init.
+	Create bool
+	// Region of the bucket; empty means $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1.
+	Region string
+	// CACertFile is a PEM bundle of extra authorities to trust for s3:// (https).
+	CACertFile string
+	// InsecureTLS accepts any certificate from an s3:// server.
+	InsecureTLS bool
+	// BucketLookup is "auto" (or empty), "path" or "dns": how the bucket is named in requests.
+	BucketLookup string
+}
+
+// S3Options returns the s3 backend options for an S3 location, with credentials left to the environment.
+func (l Location) S3Options(o Options) s3.Options {
+	return s3.Options{
+		Endpoint:           l.Host,
+		Bucket:             l.Bucket,
+		Prefix:             l.Prefix,
+		Region:             o.Region,
+		PlainHTTP:          l.Scheme == "s3+http",
+		CACertFile:         o.CACertFile,
+		InsecureSkipVerify: o.InsecureTLS,
+		BucketLookup:       o.BucketLookup,
+	}
+}
+
+// Open returns a backend for the location.
+func Open(ctx context.Context, l Location, o Options) (storage.Backend, error) {
 	switch l.Scheme {
 	case "file":
-		if create {
+		if o.Create {
 			return fs.Create(l.Path)
 		}
 		be, err := fs.Open(l.Path)
@@ -87,7 +124,14 @@ func Open(l Location, create bool) (storage.Backend, error) {
 		}
 		return be, err
 	case "s3", "s3+http":
-		return nil, fmt.Errorf("repository %s: S3 storage is not supported by this build yet; use a directory", l)
+		if o.Create {
+			return s3.Create(ctx, l.S3Options(o))
+		}
+		be, err := s3.Open(ctx, l.S3Options(o))
+		if errors.Is(err, storage.ErrNoBucket) {
+			return nil, fmt.Errorf("there is no repository at %s: %w", l, err)
+		}
+		return be, err
 	}
 	return nil, fmt.Errorf("unknown repository scheme %q", l.Scheme)
 }
