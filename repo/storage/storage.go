@@ -43,8 +43,9 @@ var ErrTransient = errors.New("transient storage error")
 //     syscall.ECONNRESET, ECONNREFUSED, EPIPE, io.ErrUnexpectedEOF, and io.EOF inside a *url.Error (the server
 //     closed the connection before answering) are retried without wrapping.
 //   - A Get body that ends early must fail with io.ErrUnexpectedEOF or ErrTruncated (net/http already reports
-//     a body shorter than its Content-Length as io.ErrUnexpectedEOF); a clean io.EOF means the object ends
-//     there and is not retried.
+//     a body shorter than its Content-Length as io.ErrUnexpectedEOF) and is resumed; a clean io.EOF means the
+//     object ends there and is not retried. ErrTruncated from Get itself (the range starts past the end,
+//     HTTP 416) is final.
 //   - context.Canceled and context.DeadlineExceeded from the caller's context are passed through unchanged
 //     and stop any retry.
 //   - Backends should not retry on their own (e.g. minio-go's MaxRetry = 1), so one wrapper owns the budget

@@ -2,11 +2,14 @@ package retry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/straddle-io/straddle/repo/storage"
 )
 
 // Get opens the object with retries. The reader it returns survives a body that breaks or stalls part way: it
@@ -58,7 +61,9 @@ func (r *reader) open() error {
 			r.cur = a
 			return nil
 		}
-		if !retryable(r.ctx, err) {
+		// A range that starts past the end (HTTP 416) is the object's size, not a fault; only a body cut in
+		// transit is resumed.
+		if !retryable(r.ctx, err) || errors.Is(err, storage.ErrTruncated) {
 			return err
 		}
 		if err := r.b.wait(r.ctx, &r.bu, "get", r.name, r.offset+r.pos, err); err != nil {

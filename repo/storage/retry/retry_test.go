@@ -372,6 +372,23 @@ func TestShortObjectIsNotRetried(t *testing.T) {
 	if fb.Calls(faulty.OpGet) != 1 || rb.Retries() != 0 {
 		t.Fatalf("%d Gets, %d retries for an object that is simply short", fb.Calls(faulty.OpGet), rb.Retries())
 	}
+	// A backend that refuses a range past the end (S3 answers 416) is not asked again either.
+	short := &pastEnd{Backend: fb}
+	rb2, _ := New(short, Options{})
+	if _, err := rb2.Get(ctx, "data/00/p", 100, 10); !errors.Is(err, storage.ErrTruncated) || short.calls != 1 {
+		t.Fatalf("err = %v after %d calls, want ErrTruncated after 1", err, short.calls)
+	}
+}
+
+// pastEnd refuses every Get as a range past the end of the object.
+type pastEnd struct {
+	storage.Backend
+	calls int
+}
+
+func (p *pastEnd) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+	p.calls++
+	return nil, fmt.Errorf("get %s at %d: %w", name, offset, storage.ErrTruncated)
 }
 
 func TestListAfterResetSkipsWhatWasListed(t *testing.T) {
