@@ -69,8 +69,21 @@ func (b *Backend) wrap(op, name string, err error) error {
 	if errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname) {
 		return fmt.Errorf("%s: the server's TLS certificate is not trusted: %w", what, err)
 	}
+	if transient(resp) {
+		return fmt.Errorf("%s: %w (S3 error %s, HTTP %d)", what, storage.Transient(err), resp.Code, resp.StatusCode)
+	}
 	if resp.Code != "" {
 		return fmt.Errorf("%s: %w (S3 error %s, HTTP %d)", what, err, resp.Code, resp.StatusCode)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// transient reports an S3 answer worth repeating, by the contract in package storage: any 5xx, throttling
+// (429, SlowDown) and request timeouts.
+func transient(resp minio.ErrorResponse) bool {
+	switch resp.Code {
+	case "SlowDown", "SlowDownRead", "SlowDownWrite", "RequestTimeout", "InternalError", "ServiceUnavailable":
+		return true
+	}
+	return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout
 }

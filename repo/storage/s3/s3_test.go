@@ -85,7 +85,7 @@ func TestServerErrorsAreNotRetriedHere(t *testing.T) {
 	for _, tc := range []struct {
 		status int
 		code   string
-	}{{500, "InternalError"}, {503, "SlowDown"}} {
+	}{{500, "InternalError"}, {503, "SlowDown"}, {429, "TooManyRequests"}, {502, "BadGateway"}} {
 		opts, n := fakeS3(t, tc.status, tc.code)
 		be, _ := New(opts)
 		err := storage.PutBytes(context.Background(), be, "index/i", []byte("data"))
@@ -96,6 +96,9 @@ func TestServerErrorsAreNotRetriedHere(t *testing.T) {
 			if errors.Is(err, s) {
 				t.Errorf("%s maps to %v", tc.code, s)
 			}
+		}
+		if !errors.Is(err, storage.ErrTransient) {
+			t.Errorf("%s is not marked storage.ErrTransient, so the retry wrapper would not retry it: %v", tc.code, err)
 		}
 		if got := n.Load(); got != 1 {
 			t.Errorf("%s: %d requests; want 1 (retrying is the retry wrapper's job)", tc.code, got)
