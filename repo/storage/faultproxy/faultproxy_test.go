@@ -213,7 +213,7 @@ func TestRateIsSeeded(t *testing.T) {
 		}
 		return fmt.Sprint(codes)
 	}
-	if run() != run() {
+	if first, second := run(), run(); first != second {
 		t.Fatal("two proxies with one seed answered differently")
 	}
 }
