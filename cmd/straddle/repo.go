@@ -10,7 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/storage/location"
+	"github.com/straddle-io/straddle/repo/storage/retry"
 )
 
 // repoFlags are the flags every `straddle repo` command shares.
@@ -65,7 +67,7 @@ func (f *repoFlags) open(ctx context.Context, loadIndex bool) (*repo.Repository,
 	if err != nil {
 		return nil, err
 	}
-	be, err := location.Open(loc, false)
+	be, err := openBackend(ctx, loc, false)
 	if err != nil {
 		return nil, err
 	}
@@ -84,4 +86,14 @@ func (f *repoFlags) open(ctx context.Context, loadIndex bool) (*repo.Repository,
 		}
 	}
 	return r, nil
+}
+
+// openBackend opens the location's storage behind the retry wrapper, so every command rides out throttling,
+// resets and cut-off reads the same way and backups can report how many requests were repeated.
+func openBackend(ctx context.Context, loc location.Location, create bool) (storage.Backend, error) {
+	be, err := location.Open(ctx, loc, location.Options{Create: create})
+	if err != nil {
+		return nil, err
+	}
+	return retry.New(be, retry.Options{})
 }

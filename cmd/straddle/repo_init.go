@@ -50,7 +50,7 @@ func (o *repoInitOptions) run(ctx context.Context, out io.Writer) error {
 	if err := checkEmptyDir(loc); err != nil {
 		return err
 	}
-	be, err := location.Open(loc, true)
+	be, err := openBackend(ctx, loc, true)
 	if err != nil {
 		return err
 	}
