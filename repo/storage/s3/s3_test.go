@@ -204,3 +204,24 @@ func TestRegionDefaults(t *testing.T) {
 		t.Errorf("explicit region: %s", r)
 	}
 }
+
+func TestClosedConnectionIsTransient(t *testing.T) {
+	// The server reads the request and hangs up without answering, as a proxy or load balancer may.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	be, err := New(Options{Endpoint: strings.TrimPrefix(srv.URL, "http://"), Bucket: "bkt", PlainHTTP: true,
+		AccessKeyID: "AKID", SecretAccessKey: "secret", BucketLookup: "path"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = storage.PutBytes(context.Background(), be, "index/i", []byte("data"))
+	if !errors.Is(err, storage.ErrTransient) {
+		t.Fatalf("Put to a server that hangs up: %v; want storage.ErrTransient", err)
+	}
+}
