@@ -43,7 +43,7 @@ var survivingBudget = retry.Options{MaxAttempts: 10, MaxElapsed: time.Minute, In
 
 func TestMinIOSurvivesTenPercentFaults(t *testing.T) {
 	srv := miniotest.Start(t)
-	s, proxy := minioStorage(t, srv, 1, survivingBudget)
+	s, proxy := minioStorage(t, srv, 4, survivingBudget)
 	SurvivesFaults(t, s, 0.1)
 	for _, k := range faultproxy.AllKinds {
 		t.Logf("%s: %d", k, proxy.Injected(k))
