@@ -63,7 +63,7 @@ func Parse(s string) (Location, error) {
 		if len(parts) == 2 {
 			loc.Prefix = strings.Trim(parts[1], "/")
 			if err := storage.ValidName(loc.Prefix); err != nil {
-				return Location{}, fmt.Errorf("repository location %q: the prefix must be names separated by single slashes, without . or ..", s)
+				return Location{}, fmt.Errorf("repository location %q: the prefix must be names separated by single slashes, without \".\" or \"..\" parts", s)
 			}
 		}
 		return loc, nil

@@ -215,10 +215,13 @@ func waitLive(c *http.Client, url string, exited <-chan error) error {
 		resp, err := c.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			// Live answers 200 while the object layer is still starting, and says so only in this header;
+			// requests made then fail with XMinioServerNotInitialized.
+			status := resp.Header.Get("X-Minio-Server-Status")
+			if resp.StatusCode == http.StatusOK && status != "offline" {
 				return nil
 			}
-			err = fmt.Errorf("health check answered %s", resp.Status)
+			err = fmt.Errorf("health check answered %s, server status %q", resp.Status, status)
 		}
 		last = err
 		time.Sleep(100 * time.Millisecond)
