@@ -83,7 +83,13 @@ func (r *Repository) WithWriter(ctx context.Context, opts WriterOptions, fn func
 	}
 	close(w.uploads)
 	close(stopTicker)
-	err = errors.Join(err, g.Wait())
+	if gerr := g.Wait(); gerr != nil {
+		// fn failing because an upload failed says nothing more than the upload's error: report that alone.
+		if (errors.Is(err, context.Canceled) || errors.Is(err, errSessionFailed)) && ctx.Err() == nil {
+			err = nil
+		}
+		err = errors.Join(err, gerr)
+	}
 	// Even a failed or cancelled session indexes what it stored; give that a bounded time of its own.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
@@ -196,12 +202,15 @@ func (w *Writer) reserve(t pack.BlobType, blobID id.ID, rawLen, sealedLen int) (
 // BlobID computes the ID a plaintext would be stored under.
 func (r *Repository) BlobID(data []byte) id.ID { return r.key.BlobID(data) }
 
+// errSessionFailed is what a blocked send returns once an upload has failed the session.
+var errSessionFailed = errors.New("writer session failed")
+
 func (w *Writer) send(ctx context.Context, p *pack.Writer) error {
 	select {
 	case w.uploads <- p:
 		return nil
 	case <-w.done:
-		return errors.New("writer session failed")
+		return errSessionFailed
 	case <-ctx.Done():
 		return ctx.Err()
 	}

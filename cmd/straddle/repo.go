@@ -15,6 +15,7 @@ import (
 	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/storage/location"
+	"github.com/straddle-io/straddle/repo/storage/retry"
 )
 
 // repoFlags are the flags every `straddle repo` command shares.
@@ -46,7 +47,9 @@ func (f *repoFlags) openStorage(ctx context.Context, loc location.Location, crea
 	if err != nil {
 		return nil, storageHint(err)
 	}
-	return be, nil
+	// Behind the retry wrapper, every command rides out throttling, resets and cut-off reads the same way, and
+	// backups can report how many requests were repeated.
+	return retry.New(be, retry.Options{})
 }
 
 // storageHint adds what the user can do about a storage error in terms of this command's flags.

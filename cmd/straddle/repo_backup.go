@@ -158,5 +158,8 @@ func printBackupSummary(out io.Writer, res *backup.Result, parent *snapshot.Snap
 	}
 	fmt.Fprintf(out, "files: %d new, %d changed, %d unmodified; %d directories\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified, s.Dirs)
 	fmt.Fprintf(out, "read %s of %s, added %s (%s stored) in %.1fs\n", humanBytes(s.BytesRead), humanBytes(s.BytesTotal), humanBytes(s.BytesAdded), humanBytes(s.BytesStored), s.DurationSeconds)
+	if s.StorageRetries > 0 {
+		fmt.Fprintf(out, "storage: %d requests retried after transient errors\n", s.StorageRetries)
+	}
 	fmt.Fprintf(out, "snapshot %s saved\n", res.Snapshot.ID.Short())
 }

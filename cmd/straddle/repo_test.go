@@ -44,7 +44,7 @@ func TestRepoCommandsEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustStraddle(t, "repo", "backup", src, "--repo", repoDir, "--host", "node-a", "--tag", "pod=db-0", "--json")), &first); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"snapshot_id", "files_new", "files_changed", "files_unmodified", "dirs", "bytes_read", "bytes_added", "bytes_stored", "duration_seconds"} {
+	for _, key := range []string{"snapshot_id", "files_new", "files_changed", "files_unmodified", "dirs", "bytes_read", "bytes_added", "bytes_stored", "duration_seconds", "storage_retries"} {
 		if _, ok := first[key]; !ok {
 			t.Errorf("backup --json lacks %q: %v", key, first)
 		}

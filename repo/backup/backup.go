@@ -27,6 +27,7 @@ import (
 	"github.com/straddle-io/straddle/repo/id"
 	"github.com/straddle-io/straddle/repo/pack"
 	"github.com/straddle-io/straddle/repo/snapshot"
+	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/tree"
 )
 
@@ -106,6 +107,8 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Result, error)
 		return nil, err
 	}
 	b := &backup{r: r, opts: opts, start: opts.Now(), listers: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	// Retries are counted by the storage wrapper for its whole life; the backup reports its own share.
+	b.retriesAtStart, _ = storage.Retries(r.Backend())
 	stopProgress := b.startProgress(ctx, abs)
 	var rootTree id.ID
 	wstats, err := r.WithWriter(ctx, opts.Writer, func(ctx context.Context, w *repo.Writer) error {
@@ -135,6 +138,8 @@ type backup struct {
 	w     *repo.Writer
 	opts  Options
 	start time.Time
+	// retriesAtStart is the backend's retry count when the backup began.
+	retriesAtStart uint64
 
 	filesNew, filesChanged, filesUnmodified, dirs, others atomic.Uint64
 	bytesRead, bytesDone, filesDone                       atomic.Uint64
@@ -162,7 +167,18 @@ func (b *backup) summary(ws repo.WriterStats) snapshot.Summary {
 		Dirs: b.dirs.Load(), Others: b.others.Load(), BytesRead: b.bytesRead.Load(), BytesTotal: b.bytesDone.Load(),
 		BytesAdded: ws.BytesAdded, BytesStored: ws.BytesStored, BlobsAdded: ws.BlobsAdded,
 		Warnings: uint64(len(b.warnings)), DurationSeconds: b.opts.Now().Sub(b.start).Seconds(),
+		StorageRetries: b.storageRetries(),
 	}
+}
+
+// storageRetries is how many storage requests the backend repeated since the backup began; zero for a
+// backend that does not retry.
+func (b *backup) storageRetries() uint64 {
+	n, ok := storage.Retries(b.r.Backend())
+	if !ok || n < b.retriesAtStart {
+		return 0
+	}
+	return n - b.retriesAtStart
 }
 
 // dirJob is a directory whose tree blob can be stored once its files are done.

@@ -31,6 +31,8 @@ type Summary struct {
 	BlobsAdded      uint64  `json:"blobs_added"`
 	Warnings        uint64  `json:"warnings"`
 	DurationSeconds float64 `json:"duration_seconds"`
+	// StorageRetries counts the storage requests repeated after a transient failure during the backup.
+	StorageRetries uint64 `json:"storage_retries"`
 }
 
 // Snapshot is one backup of one directory.

@@ -24,6 +24,41 @@ var ErrPermission = errors.New("access denied: check the storage credentials (ac
 // ErrNoBucket means the bucket a location names does not exist.
 var ErrNoBucket = errors.New("bucket does not exist")
 
+// ErrInvalidName means an object name was rejected by ValidName.
+var ErrInvalidName = errors.New("invalid object name")
+
+// ErrTransient marks a failure that may succeed if the same request is made again.
+var ErrTransient = errors.New("transient storage error")
+
+// Error contract for backends, which the retry wrapper (repo/storage/retry) relies on. Retries are decided by
+// errors.Is on these sentinels plus a few generic transport errors, never by matching messages, so a backend
+// must wrap (with %w) what it returns:
+//
+//   - Missing object: ErrNotFound. Missing bucket: ErrNoBucket. Access denied, unknown key, bad signature or
+//     expired credentials (HTTP 401/403): ErrPermission. Invalid names: ErrInvalidName. Never retried.
+//   - A failure worth repeating: wrap with Transient (ErrTransient). For HTTP backends that is every 5xx
+//     (500 InternalError, 502, 503 SlowDown/ServiceUnavailable, 504), 429 Too Many Requests, 408 and
+//     RequestTimeout; anything else (other 4xx, unknown errors) is not retried.
+//   - Transport errors may be returned as they come from net/http: a net.Error whose Timeout() is true,
+//     syscall.ECONNRESET, ECONNREFUSED, EPIPE, io.ErrUnexpectedEOF, and io.EOF inside a *url.Error (the server
+//     closed the connection before answering) are retried without wrapping.
+//   - A Get body that ends early must fail with io.ErrUnexpectedEOF or ErrTruncated (net/http already reports
+//     a body shorter than its Content-Length as io.ErrUnexpectedEOF) and is resumed; a clean io.EOF means the
+//     object ends there and is not retried. ErrTruncated from Get itself (the range starts past the end,
+//     HTTP 416) is final.
+//   - context.Canceled and context.DeadlineExceeded from the caller's context are passed through unchanged
+//     and stop any retry.
+//   - Backends should not retry on their own (e.g. minio-go's MaxRetry = 1), so one wrapper owns the budget
+//     and counts the retries.
+
+// Transient wraps err with ErrTransient; errors.Is still finds err and anything it wraps.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrTransient, err)
+}
+
 // Info describes one stored object.
 type Info struct {
 	Name string
@@ -88,12 +123,39 @@ func PutBytes(ctx context.Context, be Backend, name string, data []byte) error {
 // ValidName rejects names that could escape a directory-backed store or that no writer produces.
 func ValidName(name string) error {
 	if name == "" || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.ContainsRune(name, 0) {
-		return fmt.Errorf("invalid object name %q", name)
+		return fmt.Errorf("%w %q", ErrInvalidName, name)
 	}
 	for _, part := range strings.Split(name, "/") {
 		if part == "" || part == "." || part == ".." {
-			return fmt.Errorf("invalid object name %q", name)
+			return fmt.Errorf("%w %q", ErrInvalidName, name)
 		}
 	}
 	return nil
+}
+
+// Unwrapper is implemented by backends that add behaviour to another backend (retrying, fault injection), so
+// callers can find a capability of a backend further down.
+type Unwrapper interface {
+	Unwrap() Backend
+}
+
+// RetryCounter is implemented by backends that count the requests they repeated (the retry wrapper).
+type RetryCounter interface {
+	Retries() uint64
+}
+
+// Retries returns the count of the first backend in be's wrapping chain that counts retries; ok is false when
+// none does.
+func Retries(be Backend) (n uint64, ok bool) {
+	for be != nil {
+		if rc, ok := be.(RetryCounter); ok {
+			return rc.Retries(), true
+		}
+		u, ok := be.(Unwrapper)
+		if !ok {
+			return 0, false
+		}
+		be = u.Unwrap()
+	}
+	return 0, false
 }

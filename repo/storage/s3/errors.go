@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/minio/minio-go/v7"
 
@@ -69,8 +71,29 @@ func (b *Backend) wrap(op, name string, err error) error {
 	if errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname) {
 		return fmt.Errorf("%s: the server's TLS certificate is not trusted: %w", what, err)
 	}
+	if transient(resp) || connectionClosed(err) {
+		return fmt.Errorf("%s: %w (S3 error %s, HTTP %d)", what, storage.Transient(err), resp.Code, resp.StatusCode)
+	}
 	if resp.Code != "" {
 		return fmt.Errorf("%s: %w (S3 error %s, HTTP %d)", what, err, resp.Code, resp.StatusCode)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// transient reports an S3 answer worth repeating, by the contract in package storage: any 5xx, throttling
+// (429, SlowDown) and request timeouts.
+func transient(resp minio.ErrorResponse) bool {
+	switch resp.Code {
+	case "SlowDown", "SlowDownRead", "SlowDownWrite", "RequestTimeout", "InternalError", "ServiceUnavailable":
+		return true
+	}
+	return resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout
+}
+
+// connectionClosed reports a connection the server closed before answering. net/http says so with io.EOF in a
+// *url.Error, which the retry wrapper recognises, but minio-go replaces that io.EOF with an error of its own
+// ("Connection closed by foreign host …"), losing the type; only its message is left to go by.
+func connectionClosed(err error) bool {
+	ue, ok := errors.AsType[*url.Error](err)
+	return ok && ue.Err != nil && strings.Contains(ue.Err.Error(), "Connection closed by foreign host")
 }

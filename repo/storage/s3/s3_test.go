@@ -112,7 +112,7 @@ func TestServerErrorsAreNotRetriedHere(t *testing.T) {
 	for _, tc := range []struct {
 		status int
 		code   string
-	}{{500, "InternalError"}, {503, "SlowDown"}} {
+	}{{500, "InternalError"}, {503, "SlowDown"}, {429, "TooManyRequests"}, {502, "BadGateway"}} {
 		opts, n := fakeS3(t, tc.status, tc.code)
 		be, _ := New(opts)
 		err := storage.PutBytes(context.Background(), be, "index/i", []byte("data"))
@@ -123,6 +123,9 @@ func TestServerErrorsAreNotRetriedHere(t *testing.T) {
 			if errors.Is(err, s) {
 				t.Errorf("%s maps to %v", tc.code, s)
 			}
+		}
+		if !errors.Is(err, storage.ErrTransient) {
+			t.Errorf("%s is not marked storage.ErrTransient, so the retry wrapper would not retry it: %v", tc.code, err)
 		}
 		if got := n.Load(); got != 1 {
 			t.Errorf("%s: %d requests; want 1 (retrying is the retry wrapper's job)", tc.code, got)
@@ -226,5 +229,26 @@ func TestRegionDefaults(t *testing.T) {
 	}
 	if r := resolveRegion("us-west-2"); r != "us-west-2" {
 		t.Errorf("explicit region: %s", r)
+	}
+}
+
+func TestClosedConnectionIsTransient(t *testing.T) {
+	// The server reads the request and hangs up without answering, as a proxy or load balancer may.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	be, err := New(Options{Endpoint: strings.TrimPrefix(srv.URL, "http://"), Bucket: "bkt", PlainHTTP: true,
+		AccessKeyID: "AKID", SecretAccessKey: "secret", BucketLookup: "path"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = storage.PutBytes(context.Background(), be, "index/i", []byte("data"))
+	if !errors.Is(err, storage.ErrTransient) {
+		t.Fatalf("Put to a server that hangs up: %v; want storage.ErrTransient", err)
 	}
 }
