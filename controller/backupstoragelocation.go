@@ -3,7 +3,7 @@ package controller
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,9 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/repo/storage"
 )
 
 // DefaultValidationInterval is how often a location's access is checked again.
@@ -29,13 +32,20 @@ type BackupStorageLocationReconciler struct {
 	Clock  clock.PassiveClock
 	// Interval is how often access is checked again (DefaultValidationInterval if zero).
 	Interval time.Duration
-	// Check tests access to a location; nil means CheckAccess.
+	// Secrets reads credentials Secrets; the manager's API reader, so the controller caches no Secrets and
+	// needs no cluster-wide right to watch them. Nil means Client.
+	Secrets client.Reader
+	// Check tests access to a location; nil means storing and deleting a small object in it.
 	Check func(ctx context.Context, loc *v1.BackupStorageLocation) error
 }
 
 // SetupWithManager registers the reconciler.
 func (r *BackupStorageLocationReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).For(&v1.BackupStorageLocation{}).Named("backupstoragelocation").Complete(r)
+	// Only spec changes start a check: the status this reconciler writes would otherwise start the next one,
+	// checking the storage in a tight loop. Periodic checks come from RequeueAfter.
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.BackupStorageLocation{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Named("backupstoragelocation").Complete(r)
 }
 
 // Reconcile checks one location and records the result.
@@ -47,7 +57,7 @@ func (r *BackupStorageLocationReconciler) Reconcile(ctx context.Context, req ctr
 	}
 	check := r.Check
 	if check == nil {
-		check = CheckAccess
+		check = r.checkAccess
 	}
 	phase, reason, message := v1.LocationAvailable, "Reachable", "storage is reachable and writable"
 	if err := check(ctx, &loc); err != nil {
@@ -78,31 +88,47 @@ func (r *BackupStorageLocationReconciler) Reconcile(ctx context.Context, req ctr
 	return ctrl.Result{RequeueAfter: interval}, nil
 }
 
-// CheckAccess tests that a location exists and can be written: for a directory, by creating and removing a
-// file in it.
-func CheckAccess(_ context.Context, loc *v1.BackupStorageLocation) error {
-	switch loc.Spec.Provider {
-	case "filesystem":
-		if loc.Spec.Filesystem == nil {
-			return errors.New("provider filesystem needs the filesystem section")
-		}
-		dir := loc.Spec.Filesystem.Path
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return fmt.Errorf("directory %s: %w", dir, err)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		f, err := os.CreateTemp(dir, ".straddle-access-check-")
-		if err != nil {
-			return fmt.Errorf("directory %s is not writable: %w", dir, err)
-		}
-		name := f.Name()
-		f.Close()
-		return os.Remove(filepath.Clean(name))
-	case "s3":
-		return errors.New("S3 storage cannot be checked by this version of Straddle yet")
+// checkAccess tests that a location exists and can be written: for a directory, by creating and removing a
+// file in it; for a bucket, by storing and deleting a small object under the location's prefix, which proves
+// the credentials, the bucket and the write permission in one go.
+func (r *BackupStorageLocationReconciler) checkAccess(ctx context.Context, loc *v1.BackupStorageLocation) error {
+	if loc.Spec.Provider == "filesystem" && loc.Spec.Filesystem != nil {
+		return checkDirectory(loc.Spec.Filesystem.Path)
 	}
-	return fmt.Errorf("unknown provider %q", loc.Spec.Provider)
+	secrets := r.Secrets
+	if secrets == nil {
+		secrets = r.Client
+	}
+	be, err := OpenStorage(ctx, secrets, loc)
+	if err != nil {
+		return err
+	}
+	probe := accessProbePrefix + rand.Text()
+	if err := storage.PutBytes(ctx, be, probe, []byte("straddle access check\n")); err != nil {
+		return fmt.Errorf("write a test object to %s: %w", be.Location(), err)
+	}
+	if err := be.Delete(ctx, probe); err != nil {
+		return fmt.Errorf("delete the test object %s from %s: %w", probe, be.Location(), err)
+	}
+	return nil
+}
+
+// accessProbePrefix names the short-lived objects of access checks; no repository object starts with it.
+const accessProbePrefix = "straddle-access-check-"
+
+func checkDirectory(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("directory %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	f, err := os.CreateTemp(dir, "."+accessProbePrefix)
+	if err != nil {
+		return fmt.Errorf("directory %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(filepath.Clean(name))
 }

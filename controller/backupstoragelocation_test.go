@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -35,11 +36,14 @@ func TestBackupStorageLocationReconciler(t *testing.T) {
 		{"writable-dir", v1.BackupStorageLocationSpec{Provider: "filesystem", Filesystem: &v1.FilesystemLocation{Path: dir}}, v1.LocationAvailable, "reachable"},
 		{"missing-dir", v1.BackupStorageLocationSpec{Provider: "filesystem", Filesystem: &v1.FilesystemLocation{Path: filepath.Join(dir, "nope")}}, v1.LocationUnavailable, "no such file"},
 		{"not-a-dir", v1.BackupStorageLocationSpec{Provider: "filesystem", Filesystem: &v1.FilesystemLocation{Path: file}}, v1.LocationUnavailable, "not a directory"},
-		{"s3", v1.BackupStorageLocationSpec{Provider: "s3", S3: &v1.S3Location{Endpoint: "https://s3.local", Bucket: "bkt"}}, v1.LocationUnavailable, "S3"},
+		{"s3-no-secret", v1.BackupStorageLocationSpec{Provider: "s3", S3: &v1.S3Location{Endpoint: "https://s3.local", Bucket: "bkt",
+			CredentialsSecret: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "absent"}, Key: "cloud"}}}, v1.LocationUnavailable, "credentials Secret straddle/absent"},
+		{"s3-bad-endpoint", v1.BackupStorageLocationSpec{Provider: "s3", S3: &v1.S3Location{Endpoint: "https://s3.local/path", Bucket: "bkt"}}, v1.LocationUnavailable, "want http(s)://host[:port]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			scheme := runtime.NewScheme()
 			_ = v1.AddToScheme(scheme)
+			_ = corev1.AddToScheme(scheme)
 			loc := location(tc.name, tc.spec)
 			cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(loc).WithStatusSubresource(loc).Build()
 			clk := clocktesting.NewFakePassiveClock(time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC))

@@ -95,7 +95,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	bsl := &controller.BackupStorageLocationReconciler{Client: mgr.GetClient(), Clock: clock.RealClock{}}
+	bsl := &controller.BackupStorageLocationReconciler{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Clock: clock.RealClock{}}
 	if err := bsl.SetupWithManager(mgr); err != nil {
 		return err
 	}

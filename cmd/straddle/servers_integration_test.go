@@ -20,6 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/repo/storage"
+	"github.com/straddle-io/straddle/repo/storage/s3"
+	"github.com/straddle-io/straddle/repo/storage/s3/miniotest"
 )
 
 // controlPlane starts a real kube-apiserver with the CRDs and returns an admin kubeconfig file and client.
@@ -109,24 +112,62 @@ func TestControllerMarksStorageLocations(t *testing.T) {
 	runServer(t, "controller", "--kubeconfig", kc, "--namespace", "straddle", "--leader-elect")
 
 	good := t.TempDir()
+	srv := miniotest.Start(t)
+	bucket := srv.NewBucket(t)
+	for name, file := range map[string]string{
+		"minio-good":  fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", srv.AccessKey, srv.SecretKey),
+		"minio-wrong": fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = not-the-secret\n", srv.AccessKey),
+	} {
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "straddle"}, Data: map[string][]byte{"cloud": []byte(file)}}
+		if err := cl.Create(ctx, sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s3loc := func(bucket, secret string) v1.BackupStorageLocationSpec {
+		return v1.BackupStorageLocationSpec{Provider: "s3", S3: &v1.S3Location{Endpoint: "http://" + srv.Endpoint, Bucket: bucket, Prefix: "cluster-a", ForcePathStyle: true,
+			CredentialsSecret: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: "cloud"}}}
+	}
 	locs := map[string]v1.BackupStorageLocationSpec{
-		"good":    {Provider: "filesystem", Filesystem: &v1.FilesystemLocation{Path: good}},
-		"missing": {Provider: "filesystem", Filesystem: &v1.FilesystemLocation{Path: filepath.Join(good, "not-there")}},
+		"good":              {Provider: "filesystem", Filesystem: &v1.FilesystemLocation{Path: good}},
+		"missing":           {Provider: "filesystem", Filesystem: &v1.FilesystemLocation{Path: filepath.Join(good, "not-there")}},
+		"minio":             s3loc(bucket, "minio-good"),
+		"minio-wrong-creds": s3loc(bucket, "minio-wrong"),
+		"minio-no-bucket":   s3loc("not-a-bucket", "minio-good"),
 	}
 	for name, spec := range locs {
 		if err := cl.Create(ctx, &v1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "straddle"}, Spec: spec}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := map[string]v1.LocationPhase{"good": v1.LocationAvailable, "missing": v1.LocationUnavailable}
-	for name, phase := range want {
+	want := map[string]struct {
+		phase     v1.LocationPhase
+		inMessage string
+	}{
+		"good":              {v1.LocationAvailable, "reachable"},
+		"missing":           {v1.LocationUnavailable, "not-there"},
+		"minio":             {v1.LocationAvailable, "reachable"},
+		"minio-wrong-creds": {v1.LocationUnavailable, "check the storage credentials"},
+		"minio-no-bucket":   {v1.LocationUnavailable, "bucket does not exist"},
+	}
+	for name, w := range want {
 		var loc v1.BackupStorageLocation
-		waitFor(t, fmt.Sprintf("location %s to be %s", name, phase), func() bool {
-			return cl.Get(ctx, client.ObjectKey{Namespace: "straddle", Name: name}, &loc) == nil && loc.Status.Phase == phase
+		waitFor(t, fmt.Sprintf("location %s to be %s", name, w.phase), func() bool {
+			return cl.Get(ctx, client.ObjectKey{Namespace: "straddle", Name: name}, &loc) == nil && loc.Status.Phase == w.phase
 		})
-		if phase == v1.LocationUnavailable && !strings.Contains(loc.Status.Message, "not-there") {
-			t.Errorf("message %q does not say which directory is missing", loc.Status.Message)
+		if !strings.Contains(loc.Status.Message, w.inMessage) {
+			t.Errorf("location %s: message %q does not say %q", name, loc.Status.Message, w.inMessage)
 		}
+		if strings.Contains(loc.Status.Message, srv.SecretKey) || strings.Contains(loc.Status.Message, "not-the-secret") {
+			t.Errorf("location %s: message %q shows a secret", name, loc.Status.Message)
+		}
+	}
+	// The access check leaves nothing behind in the bucket.
+	be, err := s3.Open(ctx, srv.Options(bucket, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.List(ctx, "", func(fi storage.Info) error { return fmt.Errorf("object %s left in the bucket", fi.Name) }); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,6 +51,8 @@ type Options struct {
 	AccessKeyID, SecretAccessKey, SessionToken string
 	// CACertFile is a PEM bundle of extra certificate authorities to trust for https.
 	CACertFile string
+	// CABundle is a PEM bundle given inline (from a BackupStorageLocation), trusted besides CACertFile's.
+	CABundle []byte
 	// InsecureSkipVerify accepts any server certificate. Only for tests and trusted networks.
 	InsecureSkipVerify bool
 	// BucketLookup is "auto" (or empty), "path" (http://host/bucket/key) or "dns" (http://bucket.host/key).
@@ -391,18 +394,23 @@ func newTransport(opts Options, timeout time.Duration) (*http.Transport, error) 
 	if tr.TLSClientConfig == nil {
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	if opts.CACertFile != "" {
-		pem, err := os.ReadFile(opts.CACertFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA bundle: %w", err)
-		}
+	if opts.CACertFile != "" || len(opts.CABundle) > 0 {
 		// Added to the system's authorities, so a bundle for a private server does not break public ones.
 		pool, err := x509.SystemCertPool()
 		if err != nil {
 			pool = x509.NewCertPool()
 		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA bundle %s holds no PEM certificate", opts.CACertFile)
+		if opts.CACertFile != "" {
+			pem, err := os.ReadFile(opts.CACertFile)
+			if err != nil {
+				return nil, fmt.Errorf("read CA bundle: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("CA bundle %s holds no PEM certificate", opts.CACertFile)
+			}
+		}
+		if len(opts.CABundle) > 0 && !pool.AppendCertsFromPEM(opts.CABundle) {
+			return nil, errors.New("the CA bundle holds no PEM certificate")
 		}
 		tr.TLSClientConfig.RootCAs = pool
 	}
