@@ -71,11 +71,14 @@ lint: fmt vet staticcheck verify-generated
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^hack/tools/')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+# Integration tests build only with their tag, so vet and staticcheck look at both builds.
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
 
 staticcheck: $(BIN)/staticcheck
 	$(BIN)/staticcheck ./...
+	$(BIN)/staticcheck -tags integration ./...
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
