@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -177,7 +178,38 @@ func start(t testing.TB, certsDir string) *Server {
 	if err != nil {
 		t.Fatalf("minio client: %v", err)
 	}
+	if err := s.waitIAM(httpClient); err != nil {
+		t.Fatalf("minio at %s did not start: %v\nminio log:\n%s", s.Endpoint, err, log.String())
+	}
 	return s
+}
+
+// waitIAM waits until the server judges credentials. It serves the root user before its IAM sub-system is
+// up, and until then answers any other key with XMinioIAMNotInitialized instead of refusing it, which tests
+// of wrong credentials would take for the wrong answer.
+func (s *Server) waitIAM(httpClient *http.Client) error {
+	stranger, err := minio.New(s.Endpoint, &minio.Options{
+		Creds:     credentials.NewStaticV4("not"+randomHex(8), randomHex(20), ""),
+		Secure:    s.CACertFile != "",
+		Transport: httpClient.Transport,
+	})
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(startTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := stranger.ListBuckets(ctx)
+		cancel()
+		code := minio.ToErrorResponse(err).Code
+		if err != nil && code != "" && !strings.HasPrefix(code, "XMinio") {
+			return nil // refused for its own reason: the server now judges credentials
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("credentials not judged within %s: %v", startTimeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (s *Server) healthURL() string {
