@@ -23,17 +23,8 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	files := make([]*index.File, len(names))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, n := range names {
-		g.Go(func() error {
-			f, err := r.LoadIndexFile(gctx, n)
-			files[i] = f
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	files, err := r.LoadIndexFiles(ctx, names)
+	if err != nil {
 		return err
 	}
 	superseded := index.Superseded(files)
@@ -51,6 +42,25 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	r.idx = b.Build()
 	r.indexFiles = live
 	return nil
+}
+
+// LoadIndexFiles reads the named index files, several at once, in the order named.
+func (r *Repository) LoadIndexFiles(ctx context.Context, names []id.ID) ([]*index.File, error) {
+	files := make([]*index.File, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	// Index files are small and many: overlap the round trips to object storage.
+	g.SetLimit(8)
+	for i, n := range names {
+		g.Go(func() error {
+			f, err := r.LoadIndexFile(gctx, n)
+			files[i] = f
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return files, nil
 }
 
 // UseIndex replaces the in-memory index with one the caller built, such as check's, which skips damaged

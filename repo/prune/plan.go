@@ -6,8 +6,6 @@ import (
 	"maps"
 	"slices"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/id"
 	"github.com/straddle-io/straddle/repo/index"
@@ -97,17 +95,8 @@ func (p *Plan) loadIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	files := make([]*index.File, len(names))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, n := range names {
-		g.Go(func() error {
-			f, err := p.r.LoadIndexFile(gctx, n)
-			files[i] = f
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	files, err := p.r.LoadIndexFiles(ctx, names)
+	if err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}
 	superseded := index.Superseded(files)
