@@ -25,6 +25,7 @@ import (
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/id"
+	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/pack"
 	"github.com/straddle-io/straddle/repo/snapshot"
 	"github.com/straddle-io/straddle/repo/storage"
@@ -126,6 +127,11 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Result, error)
 	if opts.Parent != nil {
 		p := opts.Parent.ID
 		snap.Parent = &p
+	}
+	// A process paused past its lock's stale timeout may find its data pruned meanwhile: a snapshot must
+	// then not be saved to reference it.
+	if err := lock.Verify(ctx); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", abs, err)
 	}
 	if _, err := r.SaveSnapshot(ctx, snap); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -340,5 +341,34 @@ func TestOnlyOnePruneAtATime(t *testing.T) {
 	wg.Wait()
 	if most.Load() != 1 || succeeded.Load() == 0 {
 		t.Errorf("%d prunes ran at once, %d succeeded; want exactly one at a time", most.Load(), succeeded.Load())
+	}
+}
+
+func TestVerifyFailsOnceTheHeldLockMayLookStale(t *testing.T) {
+	clk := newClock()
+	_, be := repotest.New(t)
+	r := openWith(t, be, clk.Now)
+	if err := Verify(context.Background()); err != nil {
+		t.Fatalf("without a lock: %v", err)
+	}
+	o := fast(600)
+	o.RefreshInterval = time.Hour // no heartbeat during the test: as if the process were paused
+	o.StaleTimeout = 3 * time.Hour
+	err := WithLock(context.Background(), r, Shared, "backup", o, func(ctx context.Context) error {
+		if err := Verify(ctx); err != nil {
+			return fmt.Errorf("fresh lock: %w", err)
+		}
+		clk.Advance(119 * time.Minute)
+		if err := Verify(ctx); err != nil {
+			return fmt.Errorf("within the margin: %w", err)
+		}
+		clk.Advance(2 * time.Minute)
+		if err := Verify(ctx); !errors.Is(err, ErrLockLost) {
+			return fmt.Errorf("after stale timeout minus one refresh interval: %v, want ErrLockLost", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

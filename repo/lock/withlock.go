@@ -252,3 +252,19 @@ func (h *held) release(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Verify reports ErrLockLost when a lock held up the context may already look stale to others: its last
+// refresh is older than the stale timeout minus one refresh interval. The heartbeat notices that only at its
+// next tick, so a process that was paused (SIGSTOP, a frozen VM) checks here before a step that prune must
+// not miss, such as saving a snapshot. Without a lock in the context it reports nothing.
+func Verify(ctx context.Context) error {
+	for _, h := range heldFrom(ctx) {
+		h.mu.Lock()
+		last, purpose := h.last, h.cur.Purpose
+		h.mu.Unlock()
+		if age := h.r.Now().Sub(last); age > h.o.StaleTimeout-h.o.RefreshInterval {
+			return fmt.Errorf("%w: the %s lock was last refreshed %s ago (stale after %s)", ErrLockLost, purpose, age.Round(time.Second), h.o.StaleTimeout)
+		}
+	}
+	return nil
+}
