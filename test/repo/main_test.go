@@ -268,3 +268,12 @@ func checkClean(t testing.TB, url string, extra ...string) checkJSON {
 	}
 	return c
 }
+
+// decodeE parses the JSON a --json run printed; safe to call from any goroutine.
+func decodeE[T any](res result) (T, error) {
+	var v T
+	if err := json.Unmarshal([]byte(res.stdout), &v); err != nil {
+		return v, fmt.Errorf("decode %q: %w", res.stdout, err)
+	}
+	return v, nil
+}

@@ -35,13 +35,18 @@ func randomBytes(rng *rand.Rand, n int) []byte {
 // writeFile writes data at dir/rel, making parent directories.
 func writeFile(t testing.TB, dir, rel string, data []byte) {
 	t.Helper()
+	if err := writeFileE(dir, rel, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeFileE is writeFile for goroutines other than the test's.
+func writeFileE(dir, rel string, data []byte) error {
 	p := filepath.Join(dir, rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(p, data, 0o644)
 }
 
 // makeBigTree writes files of random sizes between minSize and maxSize until total bytes are written.
