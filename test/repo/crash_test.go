@@ -47,7 +47,7 @@ func TestKilledBackupLeavesACorrectRepository(t *testing.T) {
 		url := srv.URL(bucket, fmt.Sprintf("trial-%02d", trial))
 		lastURL = url
 		mustRun(t, time.Minute, "repo", "init", "--repo", url)
-		delay := time.Duration((0.1 + 0.9*rng.Float64()) * float64(full.elapsed))
+		delay := time.Duration((0.05 + 0.7*rng.Float64()) * float64(full.elapsed))
 		p := start(t, backupArgs(url)...)
 		time.Sleep(delay)
 		finished := p.exited()
