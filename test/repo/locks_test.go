@@ -24,7 +24,7 @@ func TestStaleAndLiveLocks(t *testing.T) {
 	t.Setenv("STRADDLE_PASSWORD", "lock-proof")
 	bucket := srv.NewBucket(t)
 	url := srv.URL(bucket, "locks")
-	locks := newLockCounter(t, srv, bucket, "locks")
+	locks := newObjects(t, srv, bucket, "locks")
 	src := filepath.Join(t.TempDir(), "src")
 	makeBigTree(t, src, 11, 48<<20, 100<<10, 3<<20)
 	small := filepath.Join(t.TempDir(), "small")
@@ -38,7 +38,7 @@ func TestStaleAndLiveLocks(t *testing.T) {
 	dead := start(t, backup("dead", src)...)
 	locks.waitForLocks(t, 1, dead, 30*time.Second)
 	dead.kill(t)
-	if n := locks.count(t); n != 1 {
+	if n := locks.count(t, "locks/"); n != 1 {
 		t.Fatalf("after the kill %d locks are stored; want the dead backup's one", n)
 	}
 	// ...which blocks neither a backup (that may not wait at all)...
@@ -83,7 +83,7 @@ func TestStaleAndLiveLocks(t *testing.T) {
 	if !strings.HasPrefix(liveLine, "kept ") || !strings.Contains(liveLine, "live") {
 		t.Errorf("unlock did not keep the stopped backup's live lock: %q", liveLine)
 	}
-	if n := locks.count(t); n != 1 {
+	if n := locks.count(t, "locks/"); n != 1 {
 		t.Errorf("after unlock %d locks are stored; want only the stopped backup's", n)
 	}
 
@@ -94,7 +94,7 @@ func TestStaleAndLiveLocks(t *testing.T) {
 	if err := live.wait(t, 2*time.Minute); err != nil {
 		t.Fatalf("the resumed backup failed: %v\n%s", err, live.stderr.String())
 	}
-	if n := locks.count(t); n != 0 {
+	if n := locks.count(t, "locks/"); n != 0 {
 		t.Errorf("after every process ended %d locks are stored", n)
 	}
 	checkClean(t, url)

@@ -68,10 +68,10 @@ func copyTree(src, dst string) error {
 	return nil
 }
 
-// lockCounter counts the lock objects of a repository straight from the bucket, without a straddle process.
-type lockCounter struct{ be storage.Backend }
+// objects counts a repository's objects straight from the bucket, without a straddle process.
+type objects struct{ be storage.Backend }
 
-func newLockCounter(t testing.TB, srv *miniotest.Server, bucket, prefix string) lockCounter {
+func newObjects(t testing.TB, srv *miniotest.Server, bucket, prefix string) objects {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -79,31 +79,42 @@ func newLockCounter(t testing.TB, srv *miniotest.Server, bucket, prefix string) 
 	if err != nil {
 		t.Fatalf("open bucket %s/%s: %v", bucket, prefix, err)
 	}
-	return lockCounter{be: be}
+	return objects{be: be}
 }
 
-func (c lockCounter) count(t testing.TB) int {
+// count counts the objects under dir, such as "locks/" or "index/".
+func (o objects) count(t testing.TB, dir string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n := 0
-	if err := c.be.List(ctx, "locks/", func(storage.Info) error { n++; return nil }); err != nil {
-		t.Fatalf("list locks: %v", err)
+	if err := o.be.List(ctx, dir, func(storage.Info) error { n++; return nil }); err != nil {
+		t.Fatalf("list %s: %v", dir, err)
 	}
 	return n
 }
 
-// waitForLocks waits until the repository holds want locks, or p ends, or the timeout passes.
-func (c lockCounter) waitForLocks(t testing.TB, want int, p *proc, timeout time.Duration) {
+// waitFor waits until at least want objects are under dir, and reports whether they came before p ended;
+// past the timeout it fails the test.
+func (o objects) waitFor(t testing.TB, dir string, want int, p *proc, timeout time.Duration) bool {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for c.count(t) < want {
+	for o.count(t, dir) < want {
 		if p.exited() {
-			t.Fatalf("straddle %v ended (%v) before its lock was seen; raise the tree size\nstderr:\n%s", p.args, p.err, p.stderr.String())
+			return false
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %d locks within %v", want, timeout)
+			t.Fatalf("no %d objects under %s within %v", want, dir, timeout)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// waitForLocks waits until the repository holds want locks; p ending first fails the test.
+func (o objects) waitForLocks(t testing.TB, want int, p *proc, timeout time.Duration) {
+	t.Helper()
+	if !o.waitFor(t, "locks/", want, p, timeout) {
+		t.Fatalf("straddle %v ended (%v) before its lock was seen; raise the tree size\nstderr:\n%s", p.args, p.err, p.stderr.String())
 	}
 }
