@@ -51,6 +51,9 @@ func (w writerTree) generate(t testing.TB) {
 	}
 }
 
+// rewriteHot gives the hot files new content. hot/cycle repeats its content every third round: with
+// --keep-last 2, the content a backup writes then is that of the round just forgotten, garbage that a prune
+// planning at the same time may mean to delete; prune must keep it for the new snapshot.
 func (w writerTree) rewriteHot(round int) error {
 	rng := rand.New(rand.NewPCG(w.seed, uint64(100+round)))
 	for i := range 5 {
@@ -58,7 +61,8 @@ func (w writerTree) rewriteHot(round int) error {
 			return err
 		}
 	}
-	return nil
+	cycle := rand.New(rand.NewPCG(w.seed, uint64(300+round%3)))
+	return writeFileE(w.dir, "hot/cycle", randomBytes(cycle, 64<<10))
 }
 
 // change makes round's tree from the previous one: hot files rewritten, a file added, one removed.
