@@ -20,8 +20,10 @@ import (
 const (
 	writers = 4
 	// Each writer runs at least minRounds rounds, and more (up to maxRounds, within writersBudget) until a
-	// prune has deleted something while the writers ran.
-	minRounds     = 3
+	// prune has deleted something while the writers ran. Six rounds let hot/cycle's content of rounds 1 and
+	// 2, stored in small packs that prune repacks once forgotten, come back in rounds 4 and 5: with prune's
+	// step that keeps what new snapshots use switched off, this test fails (seen twice in two runs).
+	minRounds     = 6
 	maxRounds     = 8
 	writersBudget = 100 * time.Second
 )
