@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -55,7 +56,9 @@ func (r *Repository) DeleteSnapshot(ctx context.Context, snapID id.ID) error {
 	return nil
 }
 
-// ListSnapshots loads every snapshot, oldest first.
+// ListSnapshots loads every snapshot, oldest first. A snapshot deleted between the listing and its loading
+// (by a forget running meanwhile) is left out, as if the listing had come a moment later: it is gone either
+// way, and failing would make every prune, check or backup that meets a concurrent forget fail.
 func (r *Repository) ListSnapshots(ctx context.Context) ([]*snapshot.Snapshot, error) {
 	ids, err := r.listIDs(ctx, "snapshots/")
 	if err != nil {
@@ -67,6 +70,9 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*snapshot.Snapshot, e
 	for i, sid := range ids {
 		g.Go(func() error {
 			s, err := r.LoadSnapshot(gctx, sid)
+			if errors.Is(err, storage.ErrNotFound) {
+				return nil
+			}
 			snaps[i] = s
 			return err
 		})
@@ -74,6 +80,7 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*snapshot.Snapshot, e
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	snaps = slices.DeleteFunc(snaps, func(s *snapshot.Snapshot) bool { return s == nil })
 	slices.SortFunc(snaps, func(a, b *snapshot.Snapshot) int {
 		if c := a.Time.Compare(b.Time); c != 0 {
 			return c
