@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -155,9 +156,13 @@ func (o *repoBackupOptions) findParent(ctx context.Context, r *repo.Repository, 
 		return s, nil
 	}
 	s, err := r.FindSnapshot(ctx, "latest", repo.Filter{Host: o.host, Path: abs})
-	if err != nil {
+	switch {
+	case errors.Is(err, repo.ErrNotFound):
 		// No earlier snapshot of this path: a full backup.
 		return nil, nil
+	case err != nil:
+		// Not a silent full backup: reading every file again would hide that the storage is failing.
+		return nil, fmt.Errorf("find the parent snapshot: %w", err)
 	}
 	return s, nil
 }

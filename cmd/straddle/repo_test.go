@@ -186,3 +186,25 @@ func TestRepoCheckAndRestoreReportDamage(t *testing.T) {
 		t.Fatalf("restore of a damaged repository: %v", err)
 	}
 }
+
+// A snapshot list that cannot be read must stop the backup: falling back to a full backup would read every
+// file again and hide that the repository is damaged.
+func TestBackupStopsWhenTheParentCannotBeFound(t *testing.T) {
+	t.Setenv("STRADDLE_PASSWORD", "cli-test")
+	base := t.TempDir()
+	repoDir, src := filepath.Join(base, "repo"), filepath.Join(base, "src")
+	repotest.MakeTree(t, src, repotest.TreeOptions{Seed: 3, Files: 3})
+	mustStraddle(t, "repo", "init", "--repo", repoDir)
+	mustStraddle(t, "repo", "backup", src, "--repo", repoDir, "--host", "h")
+	snaps, _ := filepath.Glob(filepath.Join(repoDir, "snapshots", "*"))
+	if len(snaps) != 1 {
+		t.Fatalf("snapshots %v", snaps)
+	}
+	if err := os.WriteFile(snaps[0], []byte("not a sealed snapshot"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := straddle(t, "repo", "backup", src, "--repo", repoDir, "--host", "h")
+	if err == nil || !strings.Contains(err.Error(), "find the parent snapshot") {
+		t.Fatalf("backup beside a damaged snapshot: %v, want it to stop naming the parent lookup", err)
+	}
+}
