@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +39,7 @@ type options struct {
 	compression             string
 	scale                   float64
 	sets, storages          []string
+	runs                    int
 	work, out               string
 	keep                    bool
 }
@@ -53,6 +55,7 @@ func main() {
 	var storages string
 	flag.StringVar(&storages, "storage", "dir", "where the repositories live: dir (a local directory), minio (a MinIO server on 127.0.0.1), or both: dir,minio")
 	flag.StringVar(&o.minio, "minio", "bin/minio", "path of the minio binary, for -storage minio")
+	flag.IntVar(&o.runs, "runs", 1, "runs of each tool, interleaved (straddle, restic, straddle, …); every figure is the median")
 	flag.StringVar(&o.work, "work", "bench/out", "working directory for data and repositories")
 	flag.StringVar(&o.out, "out", "", "also write the tables to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep repositories and restores")
@@ -83,6 +86,39 @@ type result struct {
 	first, unchanged, changed, restore phase
 	stored                             int64
 	restored                           int64
+}
+
+// median takes the median of every figure over runs on its own (the upper one of an even count).
+func median(runs []result) result {
+	phases := func(get func(r *result) *phase) phase {
+		var ps []phase
+		for i := range runs {
+			ps = append(ps, *get(&runs[i]))
+		}
+		return phase{
+			seconds:   mid(ps, func(p phase) float64 { return p.seconds }),
+			rssKiB:    mid(ps, func(p phase) int64 { return p.rssKiB }),
+			cpu:       mid(ps, func(p phase) float64 { return p.cpu }),
+			serverCPU: mid(ps, func(p phase) float64 { return p.serverCPU }),
+		}
+	}
+	return result{
+		first:     phases(func(r *result) *phase { return &r.first }),
+		unchanged: phases(func(r *result) *phase { return &r.unchanged }),
+		changed:   phases(func(r *result) *phase { return &r.changed }),
+		restore:   phases(func(r *result) *phase { return &r.restore }),
+		stored:    mid(runs, func(r result) int64 { return r.stored }),
+		restored:  mid(runs, func(r result) int64 { return r.restored }),
+	}
+}
+
+func mid[T any, V cmp.Ordered](xs []T, f func(T) V) V {
+	vs := make([]V, len(xs))
+	for i, x := range xs {
+		vs[i] = f(x)
+	}
+	slices.Sort(vs)
+	return vs[len(vs)/2]
 }
 
 func (r result) serverCPU() float64 {
@@ -129,14 +165,18 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		for _, st := range o.storages {
-			var res [2]result
-			for i, t := range []tool{straddleTool(o.straddle, o.compression), resticTool(o.restic)} {
-				logf("%s on %s: %s", name, st, t.name)
-				if res[i], err = measure(ctx, work, spec, pristine, t, st, o.minio, o.keep); err != nil {
-					return fmt.Errorf("%s on %s (%s): %w", t.name, name, st, err)
+			var res [2][]result
+			for run := range max(o.runs, 1) {
+				for i, t := range []tool{straddleTool(o.straddle, o.compression), resticTool(o.restic)} {
+					logf("%s on %s: %s, run %d of %d", name, st, t.name, run+1, max(o.runs, 1))
+					r, err := measure(ctx, work, spec, pristine, t, st, o.minio, o.keep)
+					if err != nil {
+						return fmt.Errorf("%s on %s (%s): %w", t.name, name, st, err)
+					}
+					res[i] = append(res[i], r)
 				}
 			}
-			table(&report, spec, st, size, res[0], res[1])
+			table(&report, spec, st, size, len(res[0]), median(res[0]), median(res[1]))
 		}
 	}
 	os.Stdout.Write(report.Bytes())
@@ -295,6 +335,7 @@ func execute(ctx context.Context, env, args []string, server *minioServer) (phas
 	syscall.Sync()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // not left running if the harness dies
 	var stderr bytes.Buffer
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
@@ -391,11 +432,14 @@ func duBytes(dir string) (int64, error) {
 	return total, err
 }
 
-func table(w io.Writer, spec dataset.Spec, storage string, size int64, s, r result) {
+func table(w io.Writer, spec dataset.Spec, storage string, size int64, runs int, s, r result) {
 	mb := float64(size) / 1e6
 	where := ""
 	if storage == "minio" {
 		where = ", against MinIO on 127.0.0.1"
+	}
+	if runs > 1 {
+		where += fmt.Sprintf(", median of %d interleaved runs", runs)
 	}
 	fmt.Fprintf(w, "### %s: %d files, %.0f MB (half log-like text, half random)%s\n\n", spec.Name, spec.Files, mb, where)
 	fmt.Fprintln(w, "| | Straddle | restic | Straddle vs restic |")
