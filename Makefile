@@ -88,12 +88,17 @@ FUZZTIME ?= 20s
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
-## bench compares Straddle with restic on generated data; BENCH_SCALE=0.1 for a quick run.
+## bench compares Straddle with restic on generated data; BENCH_SCALE=0.1 for a quick run; BENCH_STORAGE=dir,minio
+## also runs both against a MinIO server on 127.0.0.1 (bin/minio) that the harness starts and stops;
+## BENCH_RUNS=3 interleaves three runs of each tool and reports medians (for a busy machine).
 BENCH_SCALE ?= 1
 BENCH_SETS ?= small,mix
-bench: build
+BENCH_STORAGE ?= dir
+BENCH_RUNS ?= 1
+comma := ,
+bench: build $(if $(findstring minio,$(BENCH_STORAGE)),$(BIN)/minio)
 	@command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic; }
-	$(GO) run ./bench/cmd/straddle-bench -straddle $(BIN)/straddle -scale $(BENCH_SCALE) -sets $(BENCH_SETS) -out bench/out/results-$(BENCH_SCALE).md
+	$(GO) run ./bench/cmd/straddle-bench -straddle $(BIN)/straddle -minio $(BIN)/minio -scale $(BENCH_SCALE) -sets $(BENCH_SETS) -storage $(BENCH_STORAGE) -runs $(BENCH_RUNS) -out bench/out/results-$(BENCH_SCALE)-$(subst $(comma),-,$(BENCH_STORAGE)).md
 
 ## demo backs up a generated folder twice, restores both snapshots and verifies them byte for byte.
 demo: build

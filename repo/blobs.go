@@ -175,9 +175,10 @@ func (r *Repository) VerifyBlobID(plain []byte, want id.ID) error {
 	return nil
 }
 
-// LoadTree reads and decodes a tree blob.
+// LoadTree reads and decodes a tree blob. The first tree read from a pack reads the whole pack, which later
+// trees of the same pack are taken from (see TreeCacheBytes).
 func (r *Repository) LoadTree(ctx context.Context, treeID id.ID) (*tree.Tree, error) {
-	buf, err := r.LoadBlob(ctx, pack.TreeBlob, treeID, nil)
+	buf, err := r.loadTreeBlob(ctx, treeID)
 	if err != nil {
 		return nil, err
 	}

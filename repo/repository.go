@@ -75,6 +75,9 @@ type Repository struct {
 	keyMu sync.Mutex
 	// keyID names the key file that opened the repository (or that Init wrote), so key removal can refuse it.
 	keyID id.ID
+
+	// trees holds whole tree packs read by LoadTree.
+	trees treeCache
 }
 
 // Init creates a repository: fresh master keys, a random chunker polynomial, a config and one key file.

@@ -177,7 +177,8 @@ func TestDamagedParentTreeStopsTheBackup(t *testing.T) {
 	}
 }
 
-// failingGets fails reads of one object at one offset, as a storage outage during that read would.
+// failingGets fails reads of one object that cover one offset (a ranged read of the blob there, or a read of
+// the whole pack), as a storage outage during that read would.
 type failingGets struct {
 	storage.Backend
 	name   string
@@ -187,7 +188,7 @@ type failingGets struct {
 var errOutage = errors.New("connection reset by peer")
 
 func (f failingGets) Get(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
-	if name == f.name && off == f.offset {
+	if name == f.name && off <= f.offset && (n < 0 || off+n > f.offset) {
 		return nil, errOutage
 	}
 	return f.Backend.Get(ctx, name, off, n)

@@ -1,11 +1,16 @@
 // Command straddle-bench compares Straddle with restic on the same generated data on the same machine and
-// prints a markdown table per data set: first backup, unchanged and changed incrementals, restore, bytes
-// stored and peak memory. Every restore is verified byte for byte.
+// prints a markdown table per data set and storage: first backup, unchanged and changed incrementals, restore,
+// bytes stored and peak memory. Every restore is verified byte for byte.
+//
+// Storage is a local directory (-storage dir) or a MinIO server on 127.0.0.1 (-storage minio) that the
+// harness starts from -minio over a fresh data directory in the work directory for each tool's run, and stops
+// when the run ends, fails or is interrupted.
 package main
 
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"flag"
 	"fmt"
@@ -13,8 +18,10 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,12 +35,13 @@ const (
 )
 
 type options struct {
-	straddle, restic string
-	compression      string
-	scale            float64
-	sets             []string
-	work, out        string
-	keep             bool
+	straddle, restic, minio string
+	compression             string
+	scale                   float64
+	sets, storages          []string
+	runs                    int
+	work, out               string
+	keep                    bool
 }
 
 func main() {
@@ -44,12 +52,21 @@ func main() {
 	flag.StringVar(&o.compression, "compression", "", "straddle's compression level (default: straddle's own default)")
 	flag.Float64Var(&o.scale, "scale", 1, "scale of the data sets (0.1 for a quick run)")
 	flag.StringVar(&sets, "sets", "small,mix", "data sets to run")
+	var storages string
+	flag.StringVar(&storages, "storage", "dir", "where the repositories live: dir (a local directory), minio (a MinIO server on 127.0.0.1), or both: dir,minio")
+	flag.StringVar(&o.minio, "minio", "bin/minio", "path of the minio binary, for -storage minio")
+	flag.IntVar(&o.runs, "runs", 1, "runs of each tool, interleaved (straddle, restic, straddle, …); every figure is the median")
 	flag.StringVar(&o.work, "work", "bench/out", "working directory for data and repositories")
 	flag.StringVar(&o.out, "out", "", "also write the tables to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep repositories and restores")
 	flag.Parse()
 	o.sets = strings.Split(sets, ",")
-	if err := run(o); err != nil {
+	o.storages = strings.Split(storages, ",")
+	// An interrupt cancels the running command; the deferred clean-ups then stop MinIO and remove the run.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o)
+	stop()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "straddle-bench: %v\n", err)
 		os.Exit(1)
 	}
@@ -59,6 +76,9 @@ func main() {
 type phase struct {
 	seconds float64
 	rssKiB  int64
+	// cpu is the tool's user and system CPU time; serverCPU is the MinIO server's during the phase (zero for
+	// a directory).
+	cpu, serverCPU float64
 }
 
 // result is one tool's run over one data set.
@@ -68,15 +88,62 @@ type result struct {
 	restored                           int64
 }
 
+// median takes the median of every figure over runs on its own (the upper one of an even count).
+func median(runs []result) result {
+	phases := func(get func(r *result) *phase) phase {
+		var ps []phase
+		for i := range runs {
+			ps = append(ps, *get(&runs[i]))
+		}
+		return phase{
+			seconds:   mid(ps, func(p phase) float64 { return p.seconds }),
+			rssKiB:    mid(ps, func(p phase) int64 { return p.rssKiB }),
+			cpu:       mid(ps, func(p phase) float64 { return p.cpu }),
+			serverCPU: mid(ps, func(p phase) float64 { return p.serverCPU }),
+		}
+	}
+	return result{
+		first:     phases(func(r *result) *phase { return &r.first }),
+		unchanged: phases(func(r *result) *phase { return &r.unchanged }),
+		changed:   phases(func(r *result) *phase { return &r.changed }),
+		restore:   phases(func(r *result) *phase { return &r.restore }),
+		stored:    mid(runs, func(r result) int64 { return r.stored }),
+		restored:  mid(runs, func(r result) int64 { return r.restored }),
+	}
+}
+
+func mid[T any, V cmp.Ordered](xs []T, f func(T) V) V {
+	vs := make([]V, len(xs))
+	for i, x := range xs {
+		vs[i] = f(x)
+	}
+	slices.Sort(vs)
+	return vs[len(vs)/2]
+}
+
+func (r result) serverCPU() float64 {
+	return r.first.serverCPU + r.unchanged.serverCPU + r.changed.serverCPU + r.restore.serverCPU
+}
+
 func (r result) peakRSS() int64 {
 	return max(r.first.rssKiB, r.unchanged.rssKiB, r.changed.rssKiB, r.restore.rssKiB)
 }
 
-func run(o options) error {
-	for _, bin := range []*string{&o.straddle, &o.restic} {
+func run(ctx context.Context, o options) error {
+	bins := []*string{&o.straddle, &o.restic}
+	for _, st := range o.storages {
+		switch st {
+		case "dir":
+		case "minio":
+			bins = append(bins, &o.minio)
+		default:
+			return fmt.Errorf("unknown storage %q (dir or minio)", st)
+		}
+	}
+	for _, bin := range bins {
 		p, err := exec.LookPath(*bin)
 		if err != nil {
-			return fmt.Errorf("%s not found (make bench installs Debian's restic and builds straddle): %w", *bin, err)
+			return fmt.Errorf("%s not found (make bench installs Debian's restic, builds straddle and links bin/minio): %w", *bin, err)
 		}
 		*bin, _ = filepath.Abs(p)
 	}
@@ -97,14 +164,20 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		var res [2]result
-		for i, t := range []tool{straddleTool(o.straddle, o.compression), resticTool(o.restic)} {
-			logf("%s: %s", name, t.name)
-			if res[i], err = measure(work, spec, pristine, t, o.keep); err != nil {
-				return fmt.Errorf("%s on %s: %w", t.name, name, err)
+		for _, st := range o.storages {
+			var res [2][]result
+			for run := range max(o.runs, 1) {
+				for i, t := range []tool{straddleTool(o.straddle, o.compression), resticTool(o.restic)} {
+					logf("%s on %s: %s, run %d of %d", name, st, t.name, run+1, max(o.runs, 1))
+					r, err := measure(ctx, work, spec, pristine, t, st, o.minio, o.keep)
+					if err != nil {
+						return fmt.Errorf("%s on %s (%s): %w", t.name, name, st, err)
+					}
+					res[i] = append(res[i], r)
+				}
 			}
+			table(&report, spec, st, size, len(res[0]), median(res[0]), median(res[1]))
 		}
-		table(&report, spec, size, res[0], res[1])
 	}
 	os.Stdout.Write(report.Bytes())
 	if o.out != "" {
@@ -134,8 +207,10 @@ func prepare(work string, spec dataset.Spec) (string, int64, error) {
 
 // tool knows how to drive one backup program.
 type tool struct {
-	name    string
-	env     []string
+	name string
+	env  []string
+	// s3URL is the tool's repository location for an S3 endpoint (host:port), bucket and prefix over http.
+	s3URL   func(endpoint, bucket, prefix string) string
 	init    func(repo string) []string
 	backup  func(repo, src string) []string
 	restore func(repo, target string) []string
@@ -147,6 +222,9 @@ func straddleTool(bin, compression string) tool {
 	return tool{
 		name: "straddle",
 		env:  []string{"STRADDLE_PASSWORD=" + password},
+		s3URL: func(endpoint, bucket, prefix string) string {
+			return "s3+http://" + endpoint + "/" + bucket + "/" + prefix
+		},
 		init: func(repo string) []string {
 			args := []string{bin, "repo", "init", "--repo", repo}
 			if compression != "" {
@@ -168,6 +246,9 @@ func resticTool(bin string) tool {
 	return tool{
 		name: "restic",
 		env:  []string{"RESTIC_PASSWORD=" + password, "RESTIC_CACHE_DIR=" + filepath.Join(os.TempDir(), "straddle-bench-restic-cache")},
+		s3URL: func(endpoint, bucket, prefix string) string {
+			return "s3:http://" + endpoint + "/" + bucket + "/" + prefix
+		},
 		init: func(repo string) []string { return []string{bin, "-r", repo, "init", "-q"} },
 		backup: func(repo, src string) []string {
 			return []string{bin, "-r", repo, "backup", "-q", "--host", "bench", src}
@@ -180,12 +261,12 @@ func resticTool(bin string) tool {
 }
 
 // measure runs one tool through the phases on a fresh copy of the data, from the same absolute path each
-// time so that each tool finds its parent snapshot.
-func measure(work string, spec dataset.Spec, pristine string, t tool, keep bool) (result, error) {
+// time so that each tool finds its parent snapshot, against a fresh repository in a directory or on a fresh
+// MinIO server.
+func measure(ctx context.Context, work string, spec dataset.Spec, pristine string, t tool, storage, minioBin string, keep bool) (result, error) {
 	var r result
 	runDir := filepath.Join(work, "run")
 	src := filepath.Join(runDir, "src")
-	repo := filepath.Join(runDir, t.name+"-repo")
 	target := filepath.Join(runDir, t.name+"-restore")
 	_ = os.RemoveAll(runDir)
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
@@ -194,56 +275,88 @@ func measure(work string, spec dataset.Spec, pristine string, t tool, keep bool)
 	if !keep {
 		defer os.RemoveAll(runDir)
 	}
-	if err := exec.Command("cp", "-a", pristine, src).Run(); err != nil {
+	if err := exec.CommandContext(ctx, "cp", "-a", pristine, src).Run(); err != nil {
 		return r, fmt.Errorf("copy data: %w", err)
 	}
-	if _, err := execute(t.env, t.init(repo)); err != nil {
+
+	var (
+		repo   string
+		env    = t.env
+		stored func() (int64, error)
+		server *minioServer
+	)
+	switch storage {
+	case "minio":
+		var err error
+		server, err = startMinio(ctx, minioBin, filepath.Join(runDir, "minio"))
+		if err != nil {
+			return r, err
+		}
+		defer server.stop()
+		const bucket = "bench"
+		repo = t.s3URL(server.endpoint, bucket, t.name)
+		env = append(append([]string(nil), env...), server.env()...)
+		stored = func() (int64, error) { return server.objectBytes(ctx, bucket, t.name+"/") }
+	default:
+		repo = filepath.Join(runDir, t.name+"-repo")
+		stored = func() (int64, error) { return duBytes(repo) }
+	}
+
+	if _, err := execute(ctx, env, t.init(repo), server); err != nil {
 		return r, err
 	}
 	var err error
-	if r.first, err = execute(t.env, t.backup(repo, src)); err != nil {
+	if r.first, err = execute(ctx, env, t.backup(repo, src), server); err != nil {
 		return r, err
 	}
-	if r.unchanged, err = execute(t.env, t.backup(repo, src)); err != nil {
+	if r.unchanged, err = execute(ctx, env, t.backup(repo, src), server); err != nil {
 		return r, err
 	}
 	if _, err := dataset.Mutate(src, spec, seed, 0.03); err != nil {
 		return r, err
 	}
-	if r.changed, err = execute(t.env, t.backup(repo, src)); err != nil {
+	if r.changed, err = execute(ctx, env, t.backup(repo, src), server); err != nil {
 		return r, err
 	}
-	if r.restore, err = execute(t.env, t.restore(repo, target)); err != nil {
+	if r.restore, err = execute(ctx, env, t.restore(repo, target), server); err != nil {
 		return r, err
 	}
 	if r.restored, err = compareTrees(src, t.restored(target, src)); err != nil {
 		return r, fmt.Errorf("restore differs from the data: %w", err)
 	}
-	r.stored, err = duBytes(repo)
+	r.stored, err = stored()
 	return r, err
 }
 
-// execute runs a command and returns its wall time and peak resident memory. Dirty pages of the phase before
-// are flushed first (untimed), so no phase pays for another's writes.
-func execute(env, args []string) (phase, error) {
+// execute runs a command and returns its wall time, peak resident memory and CPU time, and the server's CPU
+// time meanwhile when there is a server. Dirty pages of the phase before are flushed first (untimed), so no
+// phase pays for another's writes.
+func execute(ctx context.Context, env, args []string, server *minioServer) (phase, error) {
 	syscall.Sync()
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // not left running if the harness dies
 	var stderr bytes.Buffer
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
+	serverBefore := server.cpuSeconds()
 	start := time.Now()
 	err := cmd.Run()
-	p := phase{seconds: time.Since(start).Seconds()}
-	if cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+	p := phase{seconds: time.Since(start).Seconds(), serverCPU: server.cpuSeconds() - serverBefore}
+	if ps := cmd.ProcessState; ps != nil {
+		p.cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 			p.rssKiB = ru.Maxrss
 		}
 	}
 	if err != nil {
 		return p, fmt.Errorf("%s: %w: %s", strings.Join(args[1:3], " "), err, strings.TrimSpace(stderr.String()))
 	}
-	logf("  %-40s %6.2f s  %5d MiB", strings.Join(args[1:min(4, len(args))], " "), p.seconds, p.rssKiB/1024)
+	line := fmt.Sprintf("  %-40s %6.2f s  %5d MiB  cpu %6.2f s", strings.Join(args[1:min(4, len(args))], " "), p.seconds, p.rssKiB/1024, p.cpu)
+	if server != nil {
+		line += fmt.Sprintf("  minio cpu %6.2f s", p.serverCPU)
+	}
+	logf("%s", line)
 	return p, nil
 }
 
@@ -319,9 +432,16 @@ func duBytes(dir string) (int64, error) {
 	return total, err
 }
 
-func table(w io.Writer, spec dataset.Spec, size int64, s, r result) {
+func table(w io.Writer, spec dataset.Spec, storage string, size int64, runs int, s, r result) {
 	mb := float64(size) / 1e6
-	fmt.Fprintf(w, "### %s: %d files, %.0f MB (half log-like text, half random)\n\n", spec.Name, spec.Files, mb)
+	where := ""
+	if storage == "minio" {
+		where = ", against MinIO on 127.0.0.1"
+	}
+	if runs > 1 {
+		where += fmt.Sprintf(", median of %d interleaved runs", runs)
+	}
+	fmt.Fprintf(w, "### %s: %d files, %.0f MB (half log-like text, half random)%s\n\n", spec.Name, spec.Files, mb, where)
 	fmt.Fprintln(w, "| | Straddle | restic | Straddle vs restic |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|")
 	rate := func(p phase, bytes int64) float64 { return float64(bytes) / 1e6 / p.seconds }
@@ -330,7 +450,11 @@ func table(w io.Writer, spec dataset.Spec, size int64, s, r result) {
 	fmt.Fprintf(w, "| changed incremental (3%% of files), s | %.2f | %.2f | %.2f× faster |\n", s.changed.seconds, r.changed.seconds, r.changed.seconds/s.changed.seconds)
 	fmt.Fprintf(w, "| restore, MB/s | %.0f | %.0f | %.2f× faster |\n", rate(s.restore, s.restored), rate(r.restore, r.restored), r.restore.seconds/s.restore.seconds)
 	fmt.Fprintf(w, "| bytes stored, MB | %.1f | %.1f | %.3f× (lower is better) |\n", float64(s.stored)/1e6, float64(r.stored)/1e6, float64(s.stored)/float64(r.stored))
-	fmt.Fprintf(w, "| peak RSS, MiB | %d | %d | %.2f× (lower is better) |\n\n", s.peakRSS()/1024, r.peakRSS()/1024, float64(s.peakRSS())/float64(r.peakRSS()))
+	fmt.Fprintf(w, "| peak RSS, MiB | %d | %d | %.2f× (lower is better) |\n", s.peakRSS()/1024, r.peakRSS()/1024, float64(s.peakRSS())/float64(r.peakRSS()))
+	if storage == "minio" {
+		fmt.Fprintf(w, "| MinIO's CPU over the four phases, s | %.1f | %.1f | %.2f× (lower is better) |\n", s.serverCPU(), r.serverCPU(), s.serverCPU()/r.serverCPU())
+	}
+	fmt.Fprintln(w)
 }
 
 func version(bin string, arg string) string {
