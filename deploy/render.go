@@ -32,6 +32,8 @@ type Options struct {
 	HostPodsDir string
 	// NodeAgentCPURequest, NodeAgentMemoryRequest and NodeAgentMemoryLimit size the node-agent.
 	NodeAgentCPURequest, NodeAgentMemoryRequest, NodeAgentMemoryLimit string
+	// Storage is the default storage location, with its Secrets; none when its Provider is empty.
+	Storage Storage
 }
 
 // DefaultNamespace is where Straddle is installed unless told otherwise.
@@ -55,6 +57,9 @@ func Render(opts Options) ([]*unstructured.Unstructured, error) {
 			}
 		}
 	}
+	if err := opts.Storage.validate(); err != nil {
+		return nil, err
+	}
 	objs, err := load()
 	if err != nil {
 		return nil, err
@@ -64,7 +69,8 @@ func Render(opts Options) ([]*unstructured.Unstructured, error) {
 			return nil, fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err)
 		}
 	}
-	return objs, nil
+	// Last: the location is a custom resource, which can be applied only once its CRD is served.
+	return append(objs, storageObjects(opts.Namespace, opts.Storage)...), nil
 }
 
 // load reads the objects the Kustomization lists, in its order.

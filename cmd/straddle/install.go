@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
+	"os"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -19,6 +25,7 @@ import (
 // renderFlags are the install settings shared by install, uninstall and images.
 type renderFlags struct {
 	deploy.Options
+	caCertFile, secretFile, passwordFile string
 }
 
 func (f *renderFlags) register(cmd *cobra.Command) {
@@ -38,6 +45,51 @@ func (f *renderFlags) registerInstall(cmd *cobra.Command) {
 	fl.StringVar(&f.NodeAgentCPURequest, "node-agent-cpu-request", "", "node-agent CPU request")
 	fl.StringVar(&f.NodeAgentMemoryRequest, "node-agent-memory-request", "", "node-agent memory request")
 	fl.StringVar(&f.NodeAgentMemoryLimit, "node-agent-memory-limit", "", "node-agent memory limit")
+	fl.StringVar(&f.Storage.Provider, "provider", "", "create the default storage location: s3 or filesystem (none without it)")
+	fl.StringVar(&f.Storage.Bucket, "bucket", "", "s3: bucket of the default storage location")
+	fl.StringVar(&f.Storage.Prefix, "prefix", "", "s3: key prefix in the bucket")
+	fl.StringVar(&f.Storage.URL, "s3-url", "", "s3: the server's URL, http(s)://host[:port]")
+	fl.StringVar(&f.Storage.Region, "region", "", "s3: region (default us-east-1)")
+	fl.BoolVar(&f.Storage.ForcePathStyle, "s3-force-path-style", true, "s3: address the bucket by path (host/bucket), as MinIO and most on-premises stores want")
+	fl.StringVar(&f.caCertFile, "cacert", "", "s3: PEM `file` of the certificate authorities that sign the server's certificate")
+	fl.StringVar(&f.secretFile, "secret-file", "", "s3: AWS credentials `file` ([default] aws_access_key_id, aws_secret_access_key) stored in a Secret")
+	fl.StringVar(&f.Storage.Path, "path", "", "filesystem: the directory, mounted at the same path on every node")
+	fl.StringVar(&f.passwordFile, "repository-password-file", "", "`file` with the password that seals the repositories' keys (default: a random one, printed once)")
+}
+
+// readStorageFiles loads the files the storage flags name, and makes a random repository password when a
+// location is asked for without one. It reports whether the password was generated.
+func (f *renderFlags) readStorageFiles() (generated bool, err error) {
+	for _, r := range []struct {
+		file string
+		dst  *[]byte
+		what string
+	}{{f.caCertFile, &f.Storage.CABundle, "CA bundle"}, {f.secretFile, &f.Storage.Credentials, "credentials file"}, {f.passwordFile, &f.Storage.RepositoryPassword, "repository password file"}} {
+		if r.file == "" {
+			continue
+		}
+		b, err := os.ReadFile(r.file)
+		if err != nil {
+			return false, fmt.Errorf("read the %s: %w", r.what, err)
+		}
+		*r.dst = b
+	}
+	// Files written by editors and echo end in a newline that is not part of the password.
+	f.Storage.RepositoryPassword = bytes.TrimRight(f.Storage.RepositoryPassword, "\r\n")
+	if f.passwordFile != "" && len(f.Storage.RepositoryPassword) == 0 {
+		return false, fmt.Errorf("repository password file %s is empty", f.passwordFile)
+	}
+	if f.Storage.Provider == "" || len(f.Storage.RepositoryPassword) > 0 {
+		return false, nil
+	}
+	f.Storage.RepositoryPassword = []byte(base64.RawURLEncoding.EncodeToString(randomBytes(32)))
+	return true, nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux; it panics itself if the kernel cannot answer
+	return b
 }
 
 // clusterFlags locate the cluster.
@@ -96,6 +148,10 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 	if o.output != "" && (!o.dryRun || o.output != "yaml") {
 		return fmt.Errorf("-o %s: only yaml, and only with --dry-run, is supported", o.output)
 	}
+	generated, err := o.readStorageFiles()
+	if err != nil {
+		return err
+	}
 	objs, err := deploy.Render(o.Options)
 	if err != nil {
 		return err
@@ -108,12 +164,36 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	for _, obj := range objs {
-		if err := cl.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("straddle-install"), client.ForceOwnership); err != nil {
-			return fmt.Errorf("apply %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		if err := applyObject(ctx, cl, obj); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(out, "installed Straddle in namespace %s (%d objects applied)\n", o.Namespace, len(objs))
+	if generated {
+		fmt.Fprintf(out, "generated a random repository password in Secret %s/%s; save it now (kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d) and pass it with --repository-password-file to install a new cluster that must read these backups\n",
+			o.Namespace, deploy.RepositoryPasswordSecret, o.Namespace, deploy.RepositoryPasswordSecret, deploy.RepositoryPasswordKey)
+	}
 	return nil
+}
+
+// applyObject applies one object with server-side apply. A custom resource right after its CRD may find the
+// kind not served yet; that is waited out for a bounded time.
+func applyObject(ctx context.Context, cl client.Client, obj *unstructured.Unstructured) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := cl.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("straddle-install"), client.ForceOwnership)
+		if err == nil {
+			return nil
+		}
+		if !meta.IsNoMatchError(err) || time.Now().After(deadline) {
+			return fmt.Errorf("apply %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 type uninstallOptions struct {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,11 +51,44 @@ func TestInstallAndUninstallOnARealAPIServer(t *testing.T) {
 		return u, cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u)
 	}
 
-	args := []string{"install", "--kubeconfig", kc, "--namespace", "backup-system", "--image-registry", "registry.internal:5000", "--host-pods-dir", "/var/lib/k0s/kubelet/pods"}
+	files := t.TempDir()
+	creds := "[default]\naws_access_key_id = AKID\naws_secret_access_key = SECRET\n"
+	for name, content := range map[string]string{"creds": creds, "pw": "a long repository password\n", "ca.pem": "-----BEGIN CERTIFICATE-----\n"} {
+		if err := os.WriteFile(filepath.Join(files, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := []string{"install", "--kubeconfig", kc, "--namespace", "backup-system", "--image-registry", "registry.internal:5000", "--host-pods-dir", "/var/lib/k0s/kubelet/pods",
+		"--provider", "s3", "--bucket", "backups", "--prefix", "team-a", "--s3-url", "https://minio.internal:9000", "--region", "eu-1",
+		"--secret-file", filepath.Join(files, "creds"), "--repository-password-file", filepath.Join(files, "pw"), "--cacert", filepath.Join(files, "ca.pem")}
 	for range 2 { // a second install changes nothing and does not fail
 		out := mustStraddle(t, args...)
 		if !strings.Contains(out, "installed Straddle in namespace backup-system") {
 			t.Fatalf("install said %q", out)
+		}
+	}
+	// The default storage location, applied right after its CRD, and its Secrets.
+	bsl, err := get("straddle.io/v1alpha1", "BackupStorageLocation", "backup-system", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]any{"spec.provider": "s3", "spec.default": true, "spec.s3.bucket": "backups", "spec.s3.prefix": "team-a",
+		"spec.s3.endpoint": "https://minio.internal:9000", "spec.s3.region": "eu-1", "spec.s3.credentialsSecret.name": "straddle-storage-credentials",
+		"spec.repositoryPasswordSecret.name": "straddle-repository-password", "spec.s3.caBundle": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="} {
+		if got, _, _ := unstructured.NestedFieldNoCopy(bsl.Object, strings.Split(path, ".")...); got != want {
+			t.Errorf("location %s = %v, want %v", path, got, want)
+		}
+	}
+	for name, want := range map[string]string{"straddle-storage-credentials": creds, "straddle-repository-password": "a long repository password"} {
+		sec, err := get("v1", "Secret", "backup-system", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _, _ := unstructured.NestedStringMap(sec.Object, "data")
+		for _, v := range data {
+			if dec, _ := base64.StdEncoding.DecodeString(v); string(dec) != want {
+				t.Errorf("Secret %s holds %q, want %q", name, dec, want)
+			}
 		}
 	}
 	ds, err := get("apps/v1", "DaemonSet", "backup-system", "straddle-node-agent")

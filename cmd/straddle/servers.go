@@ -67,6 +67,9 @@ func (f *serverFlags) manager(opts ctrl.Options) (ctrl.Manager, error) {
 type controllerOptions struct {
 	serverFlags
 	leaderElect bool
+	// defaultVolumesToFsBackup is the install's default for Backups that do not set it; the Backup
+	// reconciler reads it.
+	defaultVolumesToFsBackup bool
 }
 
 func newControllerCmd() *cobra.Command {
@@ -81,6 +84,7 @@ func newControllerCmd() *cobra.Command {
 	}
 	o.serverFlags.register(cmd)
 	cmd.Flags().BoolVar(&o.leaderElect, "leader-elect", false, "run only while holding the leader lease, so replicas can stand by")
+	cmd.Flags().BoolVar(&o.defaultVolumesToFsBackup, "default-volumes-to-fs-backup", false, "back up every pod volume unless excluded by annotation, for Backups that do not say")
 	return cmd
 }
 
