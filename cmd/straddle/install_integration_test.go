@@ -5,13 +5,17 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -66,6 +70,27 @@ func TestInstallAndUninstallOnARealAPIServer(t *testing.T) {
 		if !strings.Contains(out, "installed Straddle in namespace backup-system") {
 			t.Fatalf("install said %q", out)
 		}
+	}
+	// What --dry-run -o yaml prints is what a GitOps pipeline applies: the API server must accept every
+	// document of it (the equivalent of kubectl apply --dry-run=server -f -).
+	yamlOut := mustStraddle(t, append(slices.Clone(args), "--dry-run", "-o", "yaml")...)
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(yamlOut), 4096)
+	docs := 0
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatalf("--dry-run -o yaml is not YAML: %v", err)
+		}
+		if err := cl.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("gitops"), client.ForceOwnership, client.DryRunAll); err != nil {
+			t.Errorf("server dry run of %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+		docs++
+	}
+	if docs < 20 {
+		t.Errorf("--dry-run -o yaml printed %d objects", docs)
 	}
 	// The default storage location, applied right after its CRD, and its Secrets.
 	bsl, err := get("straddle.io/v1alpha1", "BackupStorageLocation", "backup-system", "default")
