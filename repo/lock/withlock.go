@@ -193,11 +193,8 @@ func (h *held) heartbeat(ctx context.Context, cancel context.CancelCauseFunc, st
 			return
 		case <-t.C:
 		}
-		h.mu.Lock()
-		last := h.last
-		h.mu.Unlock()
-		if age := h.r.Now().Sub(last); age > h.o.StaleTimeout-h.o.RefreshInterval {
-			cancel(fmt.Errorf("%w: the %s lock was last refreshed %s ago (stale after %s)", ErrLockLost, h.cur.Purpose, age.Round(time.Second), h.o.StaleTimeout))
+		if err := h.lost(); err != nil {
+			cancel(err)
 			return
 		}
 		// A failed refresh is retried at the next tick; the age check above bounds how long that may go on.
@@ -259,12 +256,21 @@ func (h *held) release(ctx context.Context) error {
 // not miss, such as saving a snapshot. Without a lock in the context it reports nothing.
 func Verify(ctx context.Context) error {
 	for _, h := range heldFrom(ctx) {
-		h.mu.Lock()
-		last, purpose := h.last, h.cur.Purpose
-		h.mu.Unlock()
-		if age := h.r.Now().Sub(last); age > h.o.StaleTimeout-h.o.RefreshInterval {
-			return fmt.Errorf("%w: the %s lock was last refreshed %s ago (stale after %s)", ErrLockLost, purpose, age.Round(time.Second), h.o.StaleTimeout)
+		if err := h.lost(); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// lost reports ErrLockLost once the last refresh is older than the stale timeout minus one refresh interval:
+// the next heartbeat could come too late, and others may treat the lock as stale by then.
+func (h *held) lost() error {
+	h.mu.Lock()
+	last, purpose := h.last, h.cur.Purpose
+	h.mu.Unlock()
+	if age := h.r.Now().Sub(last); age > h.o.StaleTimeout-h.o.RefreshInterval {
+		return fmt.Errorf("%w: the %s lock was last refreshed %s ago (stale after %s)", ErrLockLost, purpose, age.Round(time.Second), h.o.StaleTimeout)
 	}
 	return nil
 }
