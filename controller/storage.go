@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,16 +51,16 @@ func S3Options(ctx context.Context, secrets client.Reader, loc *v1.BackupStorage
 	if spec == nil {
 		return s3.Options{}, errors.New("provider s3 needs the s3 section")
 	}
-	u, err := url.Parse(spec.Endpoint)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
-		return s3.Options{}, fmt.Errorf("s3 endpoint %q: want http(s)://host[:port]", spec.Endpoint)
+	host, plainHTTP, err := v1.ParseS3Endpoint(spec.Endpoint)
+	if err != nil {
+		return s3.Options{}, err
 	}
 	opts := s3.Options{
-		Endpoint:  u.Host,
+		Endpoint:  host,
 		Bucket:    spec.Bucket,
 		Prefix:    spec.Prefix,
 		Region:    spec.Region,
-		PlainHTTP: u.Scheme == "http",
+		PlainHTTP: plainHTTP,
 		CABundle:  spec.CABundle,
 	}
 	if spec.ForcePathStyle {

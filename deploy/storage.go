@@ -3,11 +3,12 @@ package deploy
 import (
 	"encoding/base64"
 	"fmt"
-	"net/url"
 	"path"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 )
 
 // Names of the objects an install with a storage location adds.
@@ -47,8 +48,7 @@ func (s Storage) validate() error {
 		if s.Bucket == "" {
 			return fmt.Errorf("provider s3 needs --bucket")
 		}
-		u, err := url.Parse(s.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+		if _, _, err := v1.ParseS3Endpoint(s.URL); err != nil {
 			return fmt.Errorf("provider s3 needs --s3-url http(s)://host[:port], got %q", s.URL)
 		}
 	case "filesystem":

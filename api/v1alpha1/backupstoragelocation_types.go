@@ -1,6 +1,10 @@
 package v1alpha1
 
 import (
+	"fmt"
+	"net/url"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -82,4 +86,14 @@ type BackupStorageLocationList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []BackupStorageLocation `json:"items"`
+}
+
+// ParseS3Endpoint splits an S3Location endpoint (http(s)://host[:port], as the CRD's pattern requires) into
+// the host and whether it speaks plain http; the install checks flags with it before the API server could.
+func ParseS3Endpoint(endpoint string) (host string, plainHTTP bool, err error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+		return "", false, fmt.Errorf("s3 endpoint %q: want http(s)://host[:port]", endpoint)
+	}
+	return u.Host, u.Scheme == "http", nil
 }
