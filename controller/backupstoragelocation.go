@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/controller/bsl"
 	"github.com/straddle-io/straddle/repo/storage"
 )
 
@@ -99,7 +100,7 @@ func (r *BackupStorageLocationReconciler) checkAccess(ctx context.Context, loc *
 	if secrets == nil {
 		secrets = r.Client
 	}
-	be, err := OpenStorage(ctx, secrets, loc)
+	be, err := bsl.OpenStorage(ctx, secrets, loc, "")
 	if err != nil {
 		return err
 	}

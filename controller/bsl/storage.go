@@ -1,4 +1,7 @@
-package controller
+// Package bsl opens what a BackupStorageLocation names: its storage, the repository of each namespace
+// in it, and the folder of each backup's metadata. The controller and the node-agents share it, so both
+// agree on where things live.
+package bsl
 
 import (
 	"bufio"
@@ -6,6 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path"
+	"path/filepath"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +20,7 @@ import (
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/storage/fs"
+	"github.com/straddle-io/straddle/repo/storage/retry"
 	"github.com/straddle-io/straddle/repo/storage/s3"
 )
 
@@ -24,25 +31,51 @@ const (
 	sessionTokenKey    = "AWS_SESSION_TOKEN"
 )
 
-// OpenStorage opens the storage a location names, reading its credentials Secret (in the location's
-// namespace) through secrets. The Secret's selected key holds an AWS shared credentials file (profile
-// "default", or its only profile), unless the Secret has AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY keys,
-// which then win. Without a Secret the process's own environment supplies credentials.
-func OpenStorage(ctx context.Context, secrets client.Reader, loc *v1.BackupStorageLocation) (storage.Backend, error) {
+// OpenStorage opens the storage a location names, below sub (a slash-separated path inside the location, or
+// "" for its root), reading its credentials Secret (in the location's namespace) through secrets. The
+// Secret's selected key holds an AWS shared credentials file (profile "default", or its only profile), unless
+// the Secret has AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY keys, which then win. Without a Secret the
+// process's own environment supplies credentials. Failures an object store recovers from are retried.
+func OpenStorage(ctx context.Context, secrets client.Reader, loc *v1.BackupStorageLocation, sub string) (storage.Backend, error) {
+	if sub != "" {
+		if err := storage.ValidName(sub); err != nil {
+			return nil, fmt.Errorf("path %q inside location %s: %w", sub, loc.Name, err)
+		}
+	}
+	var be storage.Backend
 	switch loc.Spec.Provider {
 	case "filesystem":
 		if loc.Spec.Filesystem == nil {
 			return nil, errors.New("provider filesystem needs the filesystem section")
 		}
-		return fs.Open(loc.Spec.Filesystem.Path)
+		root := loc.Spec.Filesystem.Path
+		if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("location %s: directory %s is not there (mounted at the same path on every node?)", loc.Name, root)
+		}
+		dir := filepath.Join(root, filepath.FromSlash(sub))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("location %s: %w", loc.Name, err)
+		}
+		fsb, err := fs.Open(dir)
+		if err != nil {
+			return nil, err
+		}
+		be = fsb
 	case "s3":
 		opts, err := S3Options(ctx, secrets, loc)
 		if err != nil {
 			return nil, err
 		}
-		return s3.Open(ctx, opts)
+		opts.Prefix = path.Join(opts.Prefix, sub)
+		s3b, err := s3.Open(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		be = s3b
+	default:
+		return nil, fmt.Errorf("unknown provider %q", loc.Spec.Provider)
 	}
-	return nil, fmt.Errorf("unknown provider %q", loc.Spec.Provider)
+	return retry.New(be, retry.Options{})
 }
 
 // S3Options turns an s3 location and its credentials Secret into backend options.
