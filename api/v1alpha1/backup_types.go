@@ -31,15 +31,24 @@ type SkippedVolume struct {
 	Reason    string `json:"reason"`
 }
 
+// ResourceCount is how many objects of one resource a backup wrote.
+type ResourceCount struct {
+	// Resource is the resource's plural name and group, as kubectl prints it: "deployments.apps", "pods".
+	Resource string `json:"resource"`
+	Count    int    `json:"count"`
+}
+
 // BackupStatus is what a backup has done so far.
 type BackupStatus struct {
 	Phase Phase `json:"phase,omitempty"`
 	// Progress sums the progress of the backup's PodVolumeBackups.
-	Progress            Progress           `json:"progress,omitempty"`
-	VolumesTotal        int                `json:"volumesTotal,omitempty"`
-	VolumesCompleted    int                `json:"volumesCompleted,omitempty"`
-	VolumesFailed       int                `json:"volumesFailed,omitempty"`
-	SkippedVolumes      []SkippedVolume    `json:"skippedVolumes,omitempty"`
+	Progress         Progress        `json:"progress,omitempty"`
+	VolumesTotal     int             `json:"volumesTotal,omitempty"`
+	VolumesCompleted int             `json:"volumesCompleted,omitempty"`
+	VolumesFailed    int             `json:"volumesFailed,omitempty"`
+	SkippedVolumes   []SkippedVolume `json:"skippedVolumes,omitempty"`
+	// Resources counts the namespaced objects written to the storage location with the backup.
+	Resources           []ResourceCount    `json:"resources,omitempty"`
 	Errors              []string           `json:"errors,omitempty"`
 	Warnings            []string           `json:"warnings,omitempty"`
 	Expiration          *metav1.Time       `json:"expiration,omitempty"`

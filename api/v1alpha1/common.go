@@ -47,3 +47,7 @@ type PodReference struct {
 // NodeLabel labels PodVolumeBackups and PodVolumeRestores with their node, so a node-agent's cache can hold
 // only its own node's work (spec.node is also a selectable field).
 const NodeLabel = "straddle.io/node"
+
+// BackupLabel labels a backup's PodVolumeBackups with the Backup's name (and a restore's PodVolumeRestores
+// with the Restore's), so its volumes are listed without walking owner references.
+const BackupLabel = "straddle.io/backup"
