@@ -13,12 +13,16 @@ UNIT_PKGS := ./...
 
 all: build
 
-build: $(BIN)/straddle
+build: $(BIN)/straddle $(BIN)/straddle-restore-helper
 
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 $(BIN)/straddle: FORCE
 	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/straddle
+
+# The restore helper is its own static image: standard library only, no cgo.
+$(BIN)/straddle-restore-helper: FORCE
+	CGO_ENABLED=0 $(GO) build -o $@ ./cmd/straddle-restore-helper
 
 FORCE:
 
