@@ -19,6 +19,7 @@ import (
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/controller"
 	"github.com/straddle-io/straddle/deploy"
+	nodeagent "github.com/straddle-io/straddle/node-agent"
 )
 
 // serverFlags follow controller-runtime's conventions, so several servers can run on one machine in tests.
@@ -140,10 +141,22 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
 	}
-	mgr, err := o.manager(ctrl.Options{})
+	mgr, err := o.manager(ctrl.Options{Cache: nodeagent.CacheOptions(o.nodeName)})
 	if err != nil {
 		return err
 	}
-	// The PodVolumeBackup and PodVolumeRestore workers of this node join the manager with issues 5 and 6.
+	pvbs := &nodeagent.PodVolumeBackupReconciler{
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		Recorder:    mgr.GetEventRecorder("straddle-node-agent"),
+		Clock:       clock.RealClock{},
+		NodeName:    o.nodeName,
+		Namespace:   o.namespace,
+		HostPodsDir: o.hostPodsDir,
+	}
+	if err := pvbs.SetupWithManager(mgr, o.concurrency); err != nil {
+		return err
+	}
+	// The PodVolumeRestore worker of this node joins the manager with issue 6.
 	return mgr.Start(ctx)
 }
