@@ -56,7 +56,7 @@ type PodVolumeBackupReconciler struct {
 	// cluster-wide and no Secret sits in memory.
 	APIReader client.Reader
 	Recorder  events.EventRecorder
-	Clock     clock.PassiveClock
+	Clock     clock.Clock
 	// NodeName is the node this agent serves; Namespace the install namespace, home of storage locations.
 	NodeName, Namespace string
 	// HostPodsDir is where the kubelet's pods directory is mounted.
@@ -196,8 +196,20 @@ func (r *PodVolumeBackupReconciler) run(ctx context.Context, pvb *v1.PodVolumeBa
 		log.Info("agent stopping during a backup; the next start retries it", "podvolumebackup", pvb.Name)
 		return
 	}
-	if err := r.finish(ctx, pvb, res, err); err != nil {
-		log.Error(err, "record the outcome of a backup", "podvolumebackup", pvb.Name)
+	// The outcome is known only here: keep trying to record it while the API server is unreachable, rather
+	// than leave the PodVolumeBackup InProgress until the agent restarts.
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		ferr := r.finish(ctx, pvb, res, err)
+		if ferr == nil {
+			return
+		}
+		log.Error(ferr, "record the outcome of a backup; trying again", "podvolumebackup", pvb.Name, "in", wait)
+		select {
+		case <-ctx.Done():
+			// The next start of the agent finds it InProgress and retries it.
+			return
+		case <-r.Clock.After(wait):
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/controller/bsl"
+	"github.com/straddle-io/straddle/deploy"
 	"github.com/straddle-io/straddle/repo/id"
 	"github.com/straddle-io/straddle/repo/repotest"
 	"github.com/straddle-io/straddle/repo/restore"
@@ -67,6 +68,17 @@ func startCluster(t *testing.T) *cluster {
 	}
 	c := &cluster{cfg: cfg, scheme: scheme, cl: cl}
 	c.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: installNS}})
+	// The agents run as the node-agent's service account with the install's RBAC, so every test also
+	// proves the ClusterRole and Role allow what the agent does.
+	objs, err := deploy.Render(deploy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetName() == "straddle-node-agent" && o.GetKind() != "DaemonSet" {
+			c.create(t, o)
+		}
+	}
 	c.create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repo-password", Namespace: installNS}, Data: map[string][]byte{"password": []byte("agent-test")}})
 	return c
 }
@@ -98,7 +110,9 @@ type agent struct {
 
 func (c *cluster) startAgent(t *testing.T, node, hostPods string, concurrency int, hook func(context.Context, *v1.PodVolumeBackup)) *agent {
 	t.Helper()
-	mgr, err := ctrl.NewManager(c.cfg, ctrl.Options{Scheme: c.scheme, Cache: CacheOptions(node), Metrics: metricsserver.Options{BindAddress: "0"}})
+	cfg := rest.CopyConfig(c.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + installNS + ":straddle-node-agent"}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: c.scheme, Cache: CacheOptions(node), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,8 +355,8 @@ func TestPodVolumeBackups(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_ = f.Truncate(384 << 20)
-		_, _ = f.WriteAt([]byte("end"), 384<<20-3)
+		_ = f.Truncate(128 << 20)
+		_, _ = f.WriteAt([]byte("end"), 128<<20-3)
 		f.Close()
 		scratchDir := volumeFolder(t, hostPods, pod, "kubernetes.io~empty-dir/scratch", map[string]string{"a": "1", "deep/b": "22"})
 
@@ -369,7 +383,7 @@ func TestPodVolumeBackups(t *testing.T) {
 		var sawProgress atomic.Bool
 		waitFor(t, "web-0-data to complete", 120*time.Second, func() bool {
 			p = c.get(t, data.Name)
-			if p.Status.Phase == v1.VolumePhaseInProgress && p.Status.Progress.BytesDone > 0 && p.Status.Progress.BytesDone < 384<<20 {
+			if p.Status.Phase == v1.VolumePhaseInProgress && p.Status.Progress.BytesDone > 0 && p.Status.Progress.BytesDone < 128<<20 {
 				sawProgress.Store(true)
 			}
 			if p.Status.Phase == v1.VolumePhaseFailed {
@@ -381,7 +395,7 @@ func TestPodVolumeBackups(t *testing.T) {
 			t.Error("no progress was reported while the backup ran")
 		}
 		st := p.Status
-		if st.SnapshotID == "" || st.CompletionTimestamp == nil || st.Stats.FilesNew != 4 || st.Progress.FilesDone != 4 || st.Progress.BytesDone != st.Progress.BytesTotal || st.Progress.BytesTotal < 384<<20 || st.Message != "" || len(st.Warnings) != 0 {
+		if st.SnapshotID == "" || st.CompletionTimestamp == nil || st.Stats.FilesNew != 4 || st.Progress.FilesDone != 4 || st.Progress.BytesDone != st.Progress.BytesTotal || st.Progress.BytesTotal < 128<<20 || st.Message != "" || len(st.Warnings) != 0 {
 			t.Errorf("completed status %+v", st)
 		}
 		restored, tags, excludes := c.restoreSnapshot(t, loc, "shop", st.SnapshotID)
