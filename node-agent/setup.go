@@ -32,6 +32,19 @@ func (r *PodVolumeBackupReconciler) SetupWithManager(mgr ctrl.Manager, concurren
 	if concurrency < 1 {
 		return fmt.Errorf("concurrency %d must be at least 1", concurrency)
 	}
+	r.setDefaults()
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("podvolumebackup").
+		For(&v1.PodVolumeBackup{}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: concurrency,
+			// Tests run several agents (nodes) in one process; each manager's controller has this name.
+			SkipNameValidation: ptr.To(true),
+		}).
+		Complete(r)
+}
+
+func (r *PodVolumeBackupReconciler) setDefaults() {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
@@ -47,13 +60,4 @@ func (r *PodVolumeBackupReconciler) SetupWithManager(mgr ctrl.Manager, concurren
 	if r.LockWait <= 0 {
 		r.LockWait = DefaultLockWait
 	}
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("podvolumebackup").
-		For(&v1.PodVolumeBackup{}).
-		WithOptions(controller.Options{
-			MaxConcurrentReconciles: concurrency,
-			// Tests run several agents (nodes) in one process; each manager's controller has this name.
-			SkipNameValidation: ptr.To(true),
-		}).
-		Complete(r)
 }
