@@ -69,6 +69,8 @@ type PodVolumeBackupReconciler struct {
 	ProgressInterval time.Duration
 	// LockWait is how long a backup waits while maintenance holds the repository exclusively.
 	LockWait time.Duration
+	// Metrics, when set, count backups, bytes, files and durations.
+	Metrics *Metrics
 
 	mu sync.Mutex
 	// started holds the PodVolumeBackups this process started: one of them seen InProgress is this
@@ -180,14 +182,21 @@ func (r *PodVolumeBackupReconciler) run(ctx context.Context, pvb *v1.PodVolumeBa
 	stop := make(chan struct{})
 	reporter.Go(func() { r.reportProgress(bctx, pvb, prog, cancel, stop) })
 
+	measured := r.Metrics.started()
 	if r.beforeBackup != nil {
 		r.beforeBackup(bctx, pvb)
 	}
 	res, err := r.backup(bctx, pvb, prog.store)
 	close(stop)
 	reporter.Wait()
+	deleted := errors.Is(context.Cause(bctx), errDeleted)
+	if deleted {
+		measured(nil, errDeleted)
+	} else {
+		measured(res, err)
+	}
 
-	if errors.Is(context.Cause(bctx), errDeleted) {
+	if deleted {
 		log.Info("backup canceled: its PodVolumeBackup was deleted", "podvolumebackup", pvb.Name)
 		r.event(pvb, corev1.EventTypeWarning, ReasonCanceled, "backup canceled: the PodVolumeBackup was deleted")
 		return

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -168,5 +169,59 @@ func TestResumeCountsAttempts(t *testing.T) {
 				t.Errorf("status %+v, want Failed saying %q", got.Status, c.wantMessage)
 			}
 		})
+	}
+}
+
+func TestMetricsCountOutcomes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second agent in the same process shares the metrics rather than failing to start.
+	if again, err := NewMetrics(reg); err != nil || again.backups != m.backups {
+		t.Fatalf("registering twice: %v", err)
+	}
+	var w writes
+	r, _, _ := newReconciler(t, newPVB(""), &w, interceptor.Funcs{})
+	r.Metrics = m
+	reconcile(t, r)
+	done := m.started()
+	done(&volumeResult{Progress: v1.Progress{BytesDone: 100, FilesDone: 3}, Stats: v1.VolumeStats{BytesAdded: 40}}, nil)
+
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range mt.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			switch {
+			case mt.GetCounter() != nil:
+				got[name] = mt.GetCounter().GetValue()
+			case mt.GetGauge() != nil:
+				got[name] = mt.GetGauge().GetValue()
+			case mt.GetHistogram() != nil:
+				got[name] = float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"straddle_node_agent_volume_backups_total/failed":    1,
+		"straddle_node_agent_volume_backups_total/completed": 1,
+		"straddle_node_agent_volume_backups_total/canceled":  0,
+		"straddle_node_agent_volume_backups_running":         0,
+		"straddle_node_agent_backup_bytes_total":             100,
+		"straddle_node_agent_backup_files_total":             3,
+		"straddle_node_agent_backup_bytes_added_total":       40,
+		"straddle_node_agent_volume_backup_duration_seconds": 2,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
@@ -145,6 +146,10 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m, err := nodeagent.NewMetrics(metrics.Registry)
+	if err != nil {
+		return err
+	}
 	pvbs := &nodeagent.PodVolumeBackupReconciler{
 		Client:      mgr.GetClient(),
 		APIReader:   mgr.GetAPIReader(),
@@ -153,6 +158,7 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 		NodeName:    o.nodeName,
 		Namespace:   o.namespace,
 		HostPodsDir: o.hostPodsDir,
+		Metrics:     m,
 	}
 	if err := pvbs.SetupWithManager(mgr, o.concurrency); err != nil {
 		return err
