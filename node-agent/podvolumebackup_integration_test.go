@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -218,6 +219,17 @@ func (c *cluster) get(t *testing.T, name string) *v1.PodVolumeBackup {
 		t.Fatal(err)
 	}
 	return &p
+}
+
+// freeAddr is a local address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
@@ -468,6 +480,18 @@ func TestPodVolumeBackups(t *testing.T) {
 		wrong := c.pvb(t, "db-0-wrong", "node-m", "fs-wrong", pod, "other")
 		if p := c.waitPhase(t, wrong.Name, v1.VolumePhaseFailed); !strings.Contains(p.Status.Message, "does not open the repository at") {
 			t.Errorf("message %q", p.Status.Message)
+		}
+		// Storage nobody answers at: the message names where it was looked for.
+		closed := freeAddr(t)
+		c.create(t, &v1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: "s3-down", Namespace: installNS}, Spec: v1.BackupStorageLocationSpec{
+			Provider: "s3", S3: &v1.S3Location{Endpoint: "http://" + closed, Bucket: "backups", ForcePathStyle: true},
+			RepositoryPasswordSecret: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "wrong-password"}, Key: "password"}}})
+		down := c.pvb(t, "db-0-down", "node-m", "s3-down", pod, "other")
+		start := time.Now()
+		if p := c.waitPhase(t, down.Name, v1.VolumePhaseFailed); !strings.Contains(p.Status.Message, closed) || !strings.Contains(p.Status.Message, "s3-down") {
+			t.Errorf("message %q does not name the location s3-down at %s", p.Status.Message, closed)
+		} else {
+			t.Logf("unreachable storage failed after %v: %s", time.Since(start).Round(time.Millisecond), p.Status.Message)
 		}
 	})
 

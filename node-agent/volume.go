@@ -47,7 +47,7 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 	}
 	rp, err := bsl.OpenRepository(ctx, r.APIReader, &loc, spec.Pod.Namespace, false)
 	if err != nil {
-		return nil, fmt.Errorf("storage location %s: %w", loc.Name, err)
+		return nil, err
 	}
 	where := rp.Backend().Location()
 	var res *volumeResult
