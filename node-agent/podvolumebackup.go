@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/repo/backup"
 )
 
 // AttemptsAnnotation counts how many times node-agents started a PodVolumeBackup; an agent that finds its
@@ -79,6 +80,9 @@ type PodVolumeBackupReconciler struct {
 	// beforeBackup, when set, runs once a backup is InProgress and its progress reporter runs; tests hold
 	// backups there.
 	beforeBackup func(ctx context.Context, pvb *v1.PodVolumeBackup)
+	// onProgress, when set, sees each progress reading after it is stored for the reporter; tests hold a
+	// backup there until they saw its progress in the API.
+	onProgress func(ctx context.Context, p backup.Progress)
 }
 
 // Reconcile takes a new PodVolumeBackup of this node, or one a previous run of this agent left InProgress,
@@ -186,7 +190,14 @@ func (r *PodVolumeBackupReconciler) run(ctx context.Context, pvb *v1.PodVolumeBa
 	if r.beforeBackup != nil {
 		r.beforeBackup(bctx, pvb)
 	}
-	res, err := r.backup(bctx, pvb, prog.store)
+	progress := prog.store
+	if r.onProgress != nil {
+		progress = func(p backup.Progress) {
+			prog.store(p)
+			r.onProgress(bctx, p)
+		}
+	}
+	res, err := r.backup(bctx, pvb, progress)
 	close(stop)
 	reporter.Wait()
 	deleted := errors.Is(context.Cause(bctx), errDeleted)
