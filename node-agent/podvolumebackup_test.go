@@ -2,6 +2,8 @@ package nodeagent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,6 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/repo/backup"
+	"github.com/straddle-io/straddle/repo/id"
+	"github.com/straddle-io/straddle/repo/snapshot"
 )
 
 // newPVB builds a PodVolumeBackup of node-a in phase, changed by opts.
@@ -223,5 +228,25 @@ func TestMetricsCountOutcomes(t *testing.T) {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
 		}
+	}
+}
+
+func TestWarningsAreListedUpToALimitThenCounted(t *testing.T) {
+	out := &backup.Result{Snapshot: &snapshot.Snapshot{ID: id.Random()}, Summary: snapshot.Summary{FilesNew: 2, BytesTotal: 10}}
+	for i := range maxWarnings + 5 {
+		out.Warnings = append(out.Warnings, backup.Warning{Path: fmt.Sprintf("/v/f%d", i), Err: errors.New("permission denied")})
+	}
+	res := newVolumeResult(out, []string{"parent snapshot abc is not in the repository; every file was read"})
+	if len(res.Warnings) != maxWarnings+1 {
+		t.Fatalf("%d warnings listed, want %d and a count", len(res.Warnings), maxWarnings)
+	}
+	if !strings.HasPrefix(res.Warnings[0], "parent snapshot") || res.Warnings[1] != "/v/f0: permission denied" {
+		t.Errorf("first warnings %q", res.Warnings[:2])
+	}
+	if last := res.Warnings[maxWarnings]; last != "and 6 more files or directories that could not be read" {
+		t.Errorf("last warning %q", last)
+	}
+	if res.SnapshotID != out.Snapshot.ID.String() || res.Progress.FilesDone != 2 || res.Progress.BytesDone != 10 {
+		t.Errorf("result %+v", res)
 	}
 }
