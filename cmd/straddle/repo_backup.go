@@ -23,6 +23,7 @@ type repoBackupOptions struct {
 	*repoFlags
 	parent   string
 	tags     []string
+	excludes []string
 	host     string
 	json     bool
 	progress bool
@@ -48,6 +49,7 @@ func newRepoBackupCmd(f *repoFlags) *cobra.Command {
 	host, _ := os.Hostname()
 	cmd.Flags().StringVar(&o.parent, "parent", "", "snapshot ID to compare with (default: newest of this host and path)")
 	cmd.Flags().StringArrayVar(&o.tags, "tag", nil, "tag the snapshot with key=value (repeatable)")
+	cmd.Flags().StringArrayVar(&o.excludes, "exclude", nil, "leave out paths matching this glob, relative to PATH: *.tmp at any depth, cache/** from the root (repeatable)")
 	cmd.Flags().StringVar(&o.host, "host", host, "host name recorded in the snapshot")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the result as one JSON object")
 	cmd.Flags().DurationVar(&o.checkpointInterval, "checkpoint-interval", 5*time.Minute,
@@ -84,6 +86,10 @@ func (o *repoBackupOptions) run(ctx context.Context, path string, out, errOut io
 	if err != nil {
 		return err
 	}
+	// A bad pattern is reported before the repository is even opened.
+	if _, err := backup.NewExcluder(o.excludes); err != nil {
+		return err
+	}
 	if o.checkpointInterval <= 0 {
 		return fmt.Errorf("--checkpoint-interval %v: want a positive duration such as 5m", o.checkpointInterval)
 	}
@@ -110,7 +116,7 @@ func (o *repoBackupOptions) backup(ctx context.Context, r *repo.Repository, abs 
 	if err != nil {
 		return err
 	}
-	opts := backup.Options{Path: abs, Host: o.host, Tags: tags, Parent: parent,
+	opts := backup.Options{Path: abs, Host: o.host, Tags: tags, Excludes: o.excludes, Parent: parent,
 		Writer: repo.WriterOptions{CheckpointInterval: o.checkpointInterval}}
 	var bar *progressBar
 	if o.progress {
@@ -171,6 +177,9 @@ func printBackupSummary(out io.Writer, res *backup.Result, parent *snapshot.Snap
 	s := res.Summary
 	if parent != nil {
 		fmt.Fprintf(out, "parent snapshot %s\n", parent.ID.Short())
+	}
+	if ex := res.Snapshot.Excludes; len(ex) > 0 {
+		fmt.Fprintf(out, "excluded: %s\n", strings.Join(ex, ", "))
 	}
 	fmt.Fprintf(out, "files: %d new, %d changed, %d unmodified; %d directories\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified, s.Dirs)
 	fmt.Fprintf(out, "read %s of %s, added %s (%s stored) in %.1fs\n", humanBytes(s.BytesRead), humanBytes(s.BytesTotal), humanBytes(s.BytesAdded), humanBytes(s.BytesStored), s.DurationSeconds)

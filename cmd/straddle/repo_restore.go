@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -56,6 +57,10 @@ func (o *repoRestoreOptions) restore(ctx context.Context, r *repo.Repository, re
 	snap, err := r.FindSnapshot(ctx, ref, repo.Filter{})
 	if err != nil {
 		return fmt.Errorf("find snapshot %s: %w", ref, err)
+	}
+	if len(snap.Excludes) > 0 {
+		// What the backup left out cannot come back: say so before the user looks for it.
+		fmt.Fprintf(out, "snapshot %s was taken with excludes: %s\n", snap.ID.Short(), strings.Join(snap.Excludes, ", "))
 	}
 	opts := restore.Options{Target: o.target, Include: includes}
 	var bar *progressBar

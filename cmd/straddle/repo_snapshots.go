@@ -36,14 +36,16 @@ func newRepoSnapshotsCmd(f *repoFlags) *cobra.Command {
 
 // snapshotJSON is the contract of `straddle repo snapshots --json`.
 type snapshotJSON struct {
-	ID      string            `json:"id"`
-	Time    time.Time         `json:"time"`
-	Host    string            `json:"host"`
-	Paths   []string          `json:"paths"`
-	Tags    map[string]string `json:"tags"`
-	Parent  string            `json:"parent,omitempty"`
-	Tree    string            `json:"tree"`
-	Summary *snapshot.Summary `json:"summary,omitempty"`
+	ID     string            `json:"id"`
+	Time   time.Time         `json:"time"`
+	Host   string            `json:"host"`
+	Paths  []string          `json:"paths"`
+	Tags   map[string]string `json:"tags"`
+	Parent string            `json:"parent,omitempty"`
+	Tree   string            `json:"tree"`
+	// Excludes are the patterns the backup left out, when it had any.
+	Excludes []string          `json:"excludes,omitempty"`
+	Summary  *snapshot.Summary `json:"summary,omitempty"`
 }
 
 func (o *repoSnapshotsOptions) run(ctx context.Context, out io.Writer) error {
@@ -58,7 +60,7 @@ func (o *repoSnapshotsOptions) run(ctx context.Context, out io.Writer) error {
 	if o.json {
 		docs := make([]snapshotJSON, 0, len(snaps))
 		for _, s := range snaps {
-			d := snapshotJSON{ID: s.ID.String(), Time: s.Time, Host: s.Host, Paths: s.Paths, Tags: s.Tags, Tree: s.Tree.String(), Summary: s.Summary}
+			d := snapshotJSON{ID: s.ID.String(), Time: s.Time, Host: s.Host, Paths: s.Paths, Tags: s.Tags, Tree: s.Tree.String(), Excludes: s.Excludes, Summary: s.Summary}
 			if d.Tags == nil {
 				d.Tags = map[string]string{}
 			}
@@ -69,14 +71,24 @@ func (o *repoSnapshotsOptions) run(ctx context.Context, out io.Writer) error {
 		}
 		return json.NewEncoder(out).Encode(docs)
 	}
+	// The EXCLUDES column appears only when some snapshot left paths out, so the usual table stays narrow.
+	withExcludes := slices.ContainsFunc(snaps, func(s *snapshot.Snapshot) bool { return len(s.Excludes) > 0 })
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tHOST\tPATH\tSIZE\tTAGS")
+	header := "ID\tTIME\tHOST\tPATH\tSIZE\tTAGS"
+	if withExcludes {
+		header += "\tEXCLUDES"
+	}
+	fmt.Fprintln(tw, header)
 	for _, s := range snaps {
 		size := ""
 		if s.Summary != nil {
 			size = humanBytes(s.Summary.BytesTotal)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), s.Host, strings.Join(s.Paths, ","), size, formatTags(s.Tags))
+		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), s.Host, strings.Join(s.Paths, ","), size, formatTags(s.Tags))
+		if withExcludes {
+			row += "\t" + strings.Join(s.Excludes, ",")
+		}
+		fmt.Fprintln(tw, row)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

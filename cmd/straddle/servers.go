@@ -14,11 +14,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/controller"
 	"github.com/straddle-io/straddle/deploy"
+	nodeagent "github.com/straddle-io/straddle/node-agent"
 )
 
 // serverFlags follow controller-runtime's conventions, so several servers can run on one machine in tests.
@@ -140,10 +142,27 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
 	}
-	mgr, err := o.manager(ctrl.Options{})
+	mgr, err := o.manager(ctrl.Options{Cache: nodeagent.CacheOptions(o.nodeName)})
 	if err != nil {
 		return err
 	}
-	// The PodVolumeBackup and PodVolumeRestore workers of this node join the manager with issues 5 and 6.
+	m, err := nodeagent.NewMetrics(metrics.Registry)
+	if err != nil {
+		return err
+	}
+	pvbs := &nodeagent.PodVolumeBackupReconciler{
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		Recorder:    mgr.GetEventRecorder("straddle-node-agent"),
+		Clock:       clock.RealClock{},
+		NodeName:    o.nodeName,
+		Namespace:   o.namespace,
+		HostPodsDir: o.hostPodsDir,
+		Metrics:     m,
+	}
+	if err := pvbs.SetupWithManager(mgr, o.concurrency); err != nil {
+		return err
+	}
+	// The PodVolumeRestore worker of this node joins the manager with issue 6.
 	return mgr.Start(ctx)
 }

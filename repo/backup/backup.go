@@ -38,6 +38,14 @@ type Options struct {
 	Path string
 	Host string
 	Tags map[string]string
+	// Excludes are glob patterns of paths below Path to leave out; the snapshot records them. A pattern
+	// without "/" matches a file or directory base name at any depth ("*.tmp"); a pattern with "/" matches
+	// the slash-separated path relative to Path ("cache/**", "logs/*.gz"; a leading "/" or "./" changes
+	// nothing). "*", "?" and "[...]" work as in path.Match within one segment; "**" as a whole segment
+	// matches zero or more segments; a trailing "/" matches directories only. An excluded directory is
+	// skipped whole, not even listed, and the totals scan for progress leaves it out too. Run rejects an
+	// invalid pattern before reading anything.
+	Excludes []string
 	// Parent is the snapshot to compare with; unchanged files reuse its content without being read.
 	Parent *snapshot.Snapshot
 	// Progress, when set, is called every ProgressInterval (default 1 s) and once at the end; a scan for the
@@ -89,6 +97,10 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Result, error)
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = time.Second
 	}
+	excl, err := NewExcluder(opts.Excludes)
+	if err != nil {
+		return nil, err
+	}
 	abs, err := filepath.Abs(opts.Path)
 	if err != nil {
 		return nil, fmt.Errorf("backup path: %w", err)
@@ -107,7 +119,7 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Result, error)
 	if root.Xattrs, err = readXattrs(abs); err != nil {
 		return nil, err
 	}
-	b := &backup{r: r, opts: opts, start: opts.Now(), listers: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	b := &backup{r: r, opts: opts, root: abs, excl: excl, start: opts.Now(), listers: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	// Retries are counted by the storage wrapper for its whole life; the backup reports its own share.
 	b.retriesAtStart, _ = storage.Retries(r.Backend())
 	stopProgress := b.startProgress(ctx, abs)
@@ -124,6 +136,9 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Result, error)
 	}
 	sum := b.summary(wstats)
 	snap := &snapshot.Snapshot{Time: b.start.UTC(), Host: opts.Host, Paths: []string{abs}, Tree: rootTree, Root: &root, Tags: opts.Tags, Summary: &sum}
+	if len(opts.Excludes) > 0 {
+		snap.Excludes = slices.Clone(opts.Excludes)
+	}
 	if opts.Parent != nil {
 		p := opts.Parent.ID
 		snap.Parent = &p
@@ -143,6 +158,8 @@ type backup struct {
 	r     *repo.Repository
 	w     *repo.Writer
 	opts  Options
+	root  string // the absolute path backed up
+	excl  *Excluder
 	start time.Time
 	// retriesAtStart is the backend's retry count when the backup began.
 	retriesAtStart uint64
@@ -406,12 +423,31 @@ func (b *backup) statEntries(path string, old *tree.Tree) (*dirJob, error) {
 	fd := int(d.Fd())
 	dj := &dirJob{nodes: make([]tree.Node, len(names)), skip: make([]bool, len(names))}
 	for i, name := range names {
+		rel := b.relPath(path, name)
+		// Excluded by name alone: not even stat'ed, so an unreadable excluded entry is no warning.
+		if b.excl.Excluded(rel, false) {
+			dj.skip[i] = true
+			continue
+		}
 		if err := b.statEntry(fd, path, name, findNode(old, name), &dj.nodes[i]); err != nil {
 			b.warn(filepath.Join(path, name), err)
+			dj.skip[i] = true
+			continue
+		}
+		if dj.nodes[i].Type == tree.Dir && b.excl.Excluded(rel, true) {
 			dj.skip[i] = true
 		}
 	}
 	return dj, nil
+}
+
+// relPath is the slash-separated path of name in dir, relative to the backed-up root, as excludes see it.
+func (b *backup) relPath(dir, name string) string {
+	rel, err := filepath.Rel(b.root, filepath.Join(dir, name))
+	if err != nil {
+		return name
+	}
+	return filepath.ToSlash(rel)
 }
 
 func (b *backup) statEntry(dirfd int, dir, name string, prev *tree.Node, node *tree.Node) error {

@@ -17,9 +17,17 @@ func (b *backup) startProgress(ctx context.Context, root string) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_ = filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if p != root {
+				if rel, rerr := filepath.Rel(root, p); rerr == nil && b.excl.Excluded(filepath.ToSlash(rel), d.IsDir()) {
+					if d.IsDir() {
+						return filepath.SkipDir
+					}
+					return nil
+				}
 			}
 			if err != nil || !d.Type().IsRegular() {
 				return nil

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,4 +37,32 @@ func FuzzDecode(f *testing.F) {
 	buf, _ := s.Encode()
 	f.Add(buf)
 	f.Fuzz(func(t *testing.T, data []byte) { _, _ = Decode(data) })
+}
+
+func TestExcludesRoundTripAndOldSnapshotsDecode(t *testing.T) {
+	s := &Snapshot{Time: time.Unix(1, 0).UTC(), Tree: id.Random(), Excludes: []string{"*.tmp", "cache/**"}}
+	buf, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Excludes) != 2 || got.Excludes[0] != "*.tmp" || got.Excludes[1] != "cache/**" {
+		t.Fatalf("excludes %v", got.Excludes)
+	}
+	// A snapshot written before excludes existed has no such field, and means nothing was excluded.
+	old, err := Decode([]byte(`{"time":"2026-01-01T00:00:00Z","host":"h","paths":["/d"],"tree":"` + id.Random().String() + `"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Excludes != nil {
+		t.Fatalf("old snapshot excludes %v", old.Excludes)
+	}
+	// No excludes, no field: the IDs of snapshots without excludes do not change.
+	plain, _ := (&Snapshot{Tree: id.Random()}).Encode()
+	if strings.Contains(string(plain), "excludes") {
+		t.Fatalf("encoded %s", plain)
+	}
 }

@@ -1,0 +1,109 @@
+package nodeagent
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the node-agent's Prometheus metrics of volume backups (DESIGN §7).
+type Metrics struct {
+	backups    *prometheus.CounterVec
+	running    prometheus.Gauge
+	bytes      prometheus.Counter
+	bytesAdded prometheus.Counter
+	files      prometheus.Counter
+	duration   prometheus.Histogram
+}
+
+// Results a finished backup is counted under.
+const (
+	resultCompleted = "completed"
+	resultFailed    = "failed"
+	resultCanceled  = "canceled"
+)
+
+// NewMetrics creates the metrics and registers them with reg (the manager's registry, so they are served
+// on --metrics-bind-address).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		backups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "straddle_node_agent_volume_backups_total",
+			Help: "Volume backups this agent finished, by result (completed, failed, canceled)."}, []string{"result"}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "straddle_node_agent_volume_backups_running",
+			Help: "Volume backups running now."}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_backup_bytes_total",
+			Help: "Bytes of the files in completed volume backups."}),
+		bytesAdded: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_backup_bytes_added_total",
+			Help: "Bytes new to the repository (before compression) added by completed volume backups."}),
+		files: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_backup_files_total",
+			Help: "Files in completed volume backups."}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "straddle_node_agent_volume_backup_duration_seconds",
+			Help: "How long volume backups took, completed or not.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+	}
+	var err error
+	if m.backups, err = register(reg, m.backups); err != nil {
+		return nil, err
+	}
+	if m.running, err = register(reg, m.running); err != nil {
+		return nil, err
+	}
+	if m.bytes, err = register(reg, m.bytes); err != nil {
+		return nil, err
+	}
+	if m.bytesAdded, err = register(reg, m.bytesAdded); err != nil {
+		return nil, err
+	}
+	if m.files, err = register(reg, m.files); err != nil {
+		return nil, err
+	}
+	if m.duration, err = register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	// Every result is exported from the start, so a rate over a fresh agent is 0 rather than absent.
+	for _, r := range []string{resultCompleted, resultFailed, resultCanceled} {
+		m.backups.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+// started counts a backup as running; the returned func records its end.
+func (m *Metrics) started() (done func(res *volumeResult, err error)) {
+	if m == nil {
+		return func(*volumeResult, error) {}
+	}
+	m.running.Inc()
+	start := time.Now()
+	return func(res *volumeResult, err error) {
+		m.running.Dec()
+		m.duration.Observe(time.Since(start).Seconds())
+		switch {
+		case errors.Is(err, errDeleted):
+			m.backups.WithLabelValues(resultCanceled).Inc()
+		case err != nil:
+			m.backups.WithLabelValues(resultFailed).Inc()
+		default:
+			m.backups.WithLabelValues(resultCompleted).Inc()
+			m.bytes.Add(float64(res.Progress.BytesDone))
+			m.files.Add(float64(res.Progress.FilesDone))
+			m.bytesAdded.Add(float64(res.Stats.BytesAdded))
+		}
+	}
+}
+
+// register registers c, or returns the collector already registered under its name: several agents in one
+// process (as in tests) share one registry and so share the metrics.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	if err != nil {
+		return c, fmt.Errorf("register node-agent metrics: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,63 @@
+package nodeagent
+
+import (
+	"errors"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+)
+
+// CacheOptions restrict a node-agent manager's cache to the PodVolumeBackups labelled with its node, so a
+// thousand-node cluster's agents do not each watch every node's work.
+func CacheOptions(node string) cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&v1.PodVolumeBackup{}: {Label: labels.SelectorFromSet(labels.Set{v1.NodeLabel: node})},
+	}}
+}
+
+// SetupWithManager fills unset tunables with their defaults and runs the reconciler in mgr, at most
+// concurrency backups at once. mgr's cache should come from CacheOptions.
+func (r *PodVolumeBackupReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	if r.Client == nil || r.APIReader == nil || r.NodeName == "" || r.HostPodsDir == "" || r.Namespace == "" {
+		return errors.New("PodVolumeBackupReconciler needs Client, APIReader, NodeName, Namespace and HostPodsDir")
+	}
+	if concurrency < 1 {
+		return fmt.Errorf("concurrency %d must be at least 1", concurrency)
+	}
+	r.setDefaults()
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("podvolumebackup").
+		For(&v1.PodVolumeBackup{}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: concurrency,
+			// Tests run several agents (nodes) in one process; each manager's controller has this name.
+			SkipNameValidation: ptr.To(true),
+		}).
+		Complete(r)
+}
+
+func (r *PodVolumeBackupReconciler) setDefaults() {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.MaxAttempts <= 0 {
+		r.MaxAttempts = DefaultMaxAttempts
+	}
+	if r.CheckpointInterval <= 0 {
+		r.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if r.ProgressInterval <= 0 {
+		r.ProgressInterval = DefaultProgressInterval
+	}
+	if r.LockWait <= 0 {
+		r.LockWait = DefaultLockWait
+	}
+}
