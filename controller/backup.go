@@ -161,13 +161,24 @@ func (r *BackupReconciler) progress(ctx context.Context, b *v1.Backup) (ctrl.Res
 	if problem != "" {
 		return r.fail(ctx, b, problem)
 	}
-	pvbs, err := r.podVolumeBackups(ctx, b)
+	planned := meta.IsStatusConditionTrue(b.Status.Conditions, ConditionVolumesPlanned)
+	pvbs, err := r.podVolumeBackups(ctx, r.Client, b)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// The cache may not show PodVolumeBackups created a moment ago: while planning, and whenever it shows
+	// fewer than were planned, ask the API server, so a lagging cache never makes a backup finish early.
+	if !planned || len(pvbs) < b.Status.VolumesTotal {
+		if pvbs, err = r.podVolumeBackups(ctx, r.APIReader, b); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	before := b.Status.DeepCopy()
-	remaining := 0
-	if !meta.IsStatusConditionTrue(b.Status.Conditions, ConditionVolumesPlanned) {
+	remaining, lost := 0, 0
+	if planned {
+		// Deleted by someone before they finished: they will never report, so they count as failed.
+		lost = max(b.Status.VolumesTotal-len(pvbs), 0)
+	} else {
 		var problem string
 		remaining, problem, err = r.createPodVolumeBackups(ctx, b, loc, pvbs)
 		if err != nil {
@@ -180,11 +191,11 @@ func (r *BackupReconciler) progress(ctx context.Context, b *v1.Backup) (ctrl.Res
 			meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{Type: ConditionVolumesPlanned, Status: metav1.ConditionTrue,
 				Reason: "AllCreated", Message: "every chosen volume has its PodVolumeBackup", ObservedGeneration: b.Generation})
 		}
-		if pvbs, err = r.podVolumeBackups(ctx, b); err != nil {
+		if pvbs, err = r.podVolumeBackups(ctx, r.APIReader, b); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	unfinished := r.summarize(b, pvbs, remaining)
+	unfinished := r.summarize(b, pvbs, remaining, lost)
 	if unfinished == 0 {
 		return r.finish(ctx, b, loc, pvbs)
 	}
@@ -202,11 +213,12 @@ func (r *BackupReconciler) progress(ctx context.Context, b *v1.Backup) (ctrl.Res
 	return ctrl.Result{}, nil
 }
 
-// summarize fills the status from the PodVolumeBackups (plus remaining not yet created) and announces
-// volumes that ended; it returns how many volumes are not terminal yet.
-func (r *BackupReconciler) summarize(b *v1.Backup, pvbs []v1.PodVolumeBackup, remaining int) int {
+// summarize fills the status from the PodVolumeBackups (plus remaining not yet created, and lost ones that
+// were deleted before they ended) and announces volumes that ended; it returns how many volumes are not
+// terminal yet.
+func (r *BackupReconciler) summarize(b *v1.Backup, pvbs []v1.PodVolumeBackup, remaining, lost int) int {
 	var p v1.Progress
-	completed, failed := 0, 0
+	completed, failed := 0, lost
 	for i := range pvbs {
 		pvb := &pvbs[i]
 		p.BytesDone += pvb.Status.Progress.BytesDone
@@ -224,7 +236,7 @@ func (r *BackupReconciler) summarize(b *v1.Backup, pvbs []v1.PodVolumeBackup, re
 		r.announce(b, pvb)
 	}
 	b.Status.Progress = p
-	b.Status.VolumesTotal = len(pvbs) + remaining
+	b.Status.VolumesTotal = len(pvbs) + remaining + lost
 	b.Status.VolumesCompleted = completed
 	b.Status.VolumesFailed = failed
 	return b.Status.VolumesTotal - completed - failed
@@ -245,9 +257,9 @@ func (r *BackupReconciler) announce(b *v1.Backup, pvb *v1.PodVolumeBackup) {
 
 // podVolumeBackups lists the backup's PodVolumeBackups, only those it controls: a Backup deleted and created
 // again under the same name must not count the old one's leftovers.
-func (r *BackupReconciler) podVolumeBackups(ctx context.Context, b *v1.Backup) ([]v1.PodVolumeBackup, error) {
+func (r *BackupReconciler) podVolumeBackups(ctx context.Context, reader client.Reader, b *v1.Backup) ([]v1.PodVolumeBackup, error) {
 	var list v1.PodVolumeBackupList
-	if err := r.Client.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingLabels{v1.BackupLabel: b.Name}); err != nil {
+	if err := reader.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingLabels{v1.BackupLabel: b.Name}); err != nil {
 		return nil, fmt.Errorf("list PodVolumeBackups of backup %s: %w", b.Name, err)
 	}
 	out := list.Items[:0]

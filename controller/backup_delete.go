@@ -101,7 +101,7 @@ func (r *BackupReconciler) removeBackupData(ctx context.Context, b *v1.Backup, l
 // PodVolumeBackups, and those recorded in podvolumebackups.json (the PodVolumeBackups may already be gone).
 // Every one of them had its repository created before its PodVolumeBackup was.
 func (r *BackupReconciler) backupNamespaces(ctx context.Context, b *v1.Backup, be storage.Backend) ([]string, error) {
-	pvbs, err := r.podVolumeBackups(ctx, b)
+	pvbs, err := r.podVolumeBackups(ctx, r.APIReader, b)
 	if err != nil {
 		return nil, err
 	}
