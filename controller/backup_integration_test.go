@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,12 +75,13 @@ func TestMain(m *testing.M) {
 const testPassword = "test-repository-password"
 
 type testEnv struct {
-	t   *testing.T
-	ctx context.Context
-	cl  client.Client
-	ns  string // install namespace
-	loc *v1.BackupStorageLocation
-	rec *BackupReconciler
+	t    *testing.T
+	ctx  context.Context
+	cl   client.Client
+	ns   string // install namespace
+	loc  *v1.BackupStorageLocation
+	rec  *BackupReconciler
+	stop func()
 }
 
 func randomName(prefix string) string {
@@ -110,6 +112,15 @@ func newEnv(t *testing.T, tune func(*BackupReconciler), loc func(ns string) *v1.
 	e.loc = loc(e.ns)
 	e.create(e.loc)
 
+	e.stop = e.startController(tune)
+	t.Cleanup(func() { e.stop() })
+	return e
+}
+
+// startController runs a Backup reconciler for the install namespace until stop is called.
+func (e *testEnv) startController(tune func(*BackupReconciler)) (stop func()) {
+	t := e.t
+	t.Helper()
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{e.ns: {}}}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
@@ -142,15 +153,18 @@ func newEnv(t *testing.T, tune func(*BackupReconciler), loc func(ns string) *v1.
 	if err := e.rec.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
-	return e
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		})
+	}
 }
 
 func (e *testEnv) create(o client.Object) {
@@ -811,5 +825,39 @@ func TestBackupToMinIO(t *testing.T) {
 	}
 	if got := e.objects(bsl.BackupPath("to-minio")); len(got) != 0 {
 		t.Errorf("objects after deletion %v", got)
+	}
+}
+
+func TestBackupSurvivesControllerRestart(t *testing.T) {
+	e := newEnv(t, func(r *BackupReconciler) { r.MaxVolumesInFlight = 1 }, nil)
+	ns := e.namespace("restart")
+	e.pod(newPod(ns, "p").emptyDir("a", "b", "c").ann(AnnotationBackupVolumes, "a,b,c"))
+	e.backup("restarted", v1.BackupSpec{IncludedNamespaces: []string{ns}})
+	first := e.waitPVBs("restarted", 1)
+	e.waitBackup("restarted", "total known", func(b *v1.Backup) bool { return b.Status.VolumesTotal == 3 })
+
+	// The controller goes away with two volumes planned but not created; the next one picks them up from
+	// the pods again.
+	e.stop()
+	e.setPVB(first[0].Name, v1.VolumePhaseCompleted, v1.Progress{BytesDone: 1}, "s", "")
+	e.stop = e.startController(func(r *BackupReconciler) { r.MaxVolumesInFlight = 1 })
+	done := map[string]bool{first[0].Name: true}
+	for len(done) < 3 {
+		var next *v1.PodVolumeBackup
+		waitFor(t, "the next PodVolumeBackup", func() bool {
+			for _, p := range e.pvbs("restarted") {
+				if !done[p.Name] {
+					next = &p
+					return true
+				}
+			}
+			return false
+		})
+		e.setPVB(next.Name, v1.VolumePhaseCompleted, v1.Progress{BytesDone: 1}, "s", "")
+		done[next.Name] = true
+	}
+	bk := e.waitPhase("restarted", v1.PhaseCompleted)
+	if bk.Status.VolumesCompleted != 3 || bk.Status.Progress.BytesDone != 3 {
+		t.Errorf("status %+v", bk.Status)
 	}
 }
