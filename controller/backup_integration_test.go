@@ -861,3 +861,29 @@ func TestBackupSurvivesControllerRestart(t *testing.T) {
 		t.Errorf("status %+v", bk.Status)
 	}
 }
+
+func TestBackupFailsWhenTheRepositoryWillNotOpen(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	ns := e.namespace("pw")
+	// A repository sealed with another password is already where this namespace's belongs.
+	be := e.storage(bsl.RepositoryPath(ns))
+	if _, err := repo.Init(e.ctx, be, []byte("another password"), repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.pod(newPod(ns, "p").emptyDir("a").ann(AnnotationBackupVolumes, "a"))
+	e.backup("sealed", v1.BackupSpec{IncludedNamespaces: []string{ns}})
+	bk := e.waitPhase("sealed", v1.PhaseFailed)
+	if len(bk.Status.Errors) != 1 || !strings.Contains(bk.Status.Errors[0], "does not open the repository") || !strings.Contains(bk.Status.Errors[0], ns) {
+		t.Errorf("errors %q", bk.Status.Errors)
+	}
+	if n := len(e.pvbs("sealed")); n != 0 {
+		t.Errorf("%d PodVolumeBackups created for a repository that does not open", n)
+	}
+	var br v1.BackupRepository
+	if err := e.cl.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: "default-" + ns}, &br); err != nil {
+		t.Fatal(err)
+	}
+	if br.Status.Phase != "NotReady" || !strings.Contains(br.Status.Message, "does not open the repository") {
+		t.Errorf("BackupRepository status %+v", br.Status)
+	}
+}
