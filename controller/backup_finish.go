@@ -69,7 +69,8 @@ func (r *BackupReconciler) finish(ctx context.Context, b *v1.Backup, loc *v1.Bac
 }
 
 // writeBackup stores resources.tar.zst, podvolumebackups.json and backup.json, and sets b's final status
-// (which backup.json holds).
+// (which backup.json holds). The resources are all of the selected namespaces': the label selector chooses
+// pods for their volumes, but a restore needs the Services, Secrets and claims around them too.
 func (r *BackupReconciler) writeBackup(ctx context.Context, b *v1.Backup, loc *v1.BackupStorageLocation, pvbs []v1.PodVolumeBackup, phase v1.Phase) error {
 	be, err := bsl.OpenStorage(ctx, r.APIReader, loc, bsl.BackupPath(b.Name))
 	if err != nil {
