@@ -86,7 +86,8 @@ func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Bac
 }
 
 // room is how many more PodVolumeBackups may start under the cluster-wide cap. It reads the API server, not
-// the cache, so PodVolumeBackups created a moment ago are counted.
+// the cache, so PodVolumeBackups created a moment ago are counted; and this controller reconciles one Backup
+// at a time, so two backups never take the same room.
 func (r *BackupReconciler) room(ctx context.Context) (int, error) {
 	var all v1.PodVolumeBackupList
 	if err := r.APIReader.List(ctx, &all, client.InNamespace(r.Namespace)); err != nil {
