@@ -21,6 +21,10 @@ import (
 	"github.com/straddle-io/straddle/repo/storage"
 )
 
+// deleteVolumeWait is how long a deleted backup waits for its running volumes to end before removing its
+// snapshots.
+const deleteVolumeWait = 10 * time.Minute
+
 // lockWait is how long a deletion waits for a repository an exclusive lock (prune) holds before it retries
 // on the controller's backoff.
 const lockWait = time.Minute
@@ -40,6 +44,9 @@ func (r *BackupReconciler) reconcileDelete(ctx context.Context, b *v1.Backup) (c
 		r.Events.Eventf(b, nil, corev1.EventTypeNormal, "Deleting", "Delete", "removing the backup's snapshots and stored objects")
 		return ctrl.Result{}, nil
 	}
+	if wait, err := r.volumesStillRunning(ctx, b); err != nil || wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, err
+	}
 	loc, problem, err := r.location(ctx, b)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -54,6 +61,28 @@ func (r *BackupReconciler) reconcileDelete(ctx context.Context, b *v1.Backup) (c
 	}
 	controllerutil.RemoveFinalizer(b, BackupFinalizer)
 	return r.requeueOnConflict(r.Client.Update(ctx, b), "remove the finalizer of backup %s", b.Name)
+}
+
+// volumesStillRunning says how soon to look again when the backup's PodVolumeBackups are still running: a
+// snapshot saved after its backup's snapshots were forgotten would stay in the repository for good. A
+// node-agent that never finishes must not keep the Backup forever, so the wait ends deleteVolumeWait after
+// the deletion.
+func (r *BackupReconciler) volumesStillRunning(ctx context.Context, b *v1.Backup) (time.Duration, error) {
+	left := b.DeletionTimestamp.Add(deleteVolumeWait).Sub(r.Clock.Now())
+	if left <= 0 {
+		return 0, nil
+	}
+	pvbs, err := r.podVolumeBackups(ctx, r.APIReader, b)
+	if err != nil {
+		return 0, err
+	}
+	for _, pvb := range pvbs {
+		if !volumeTerminal(pvb.Status.Phase) {
+			// PodVolumeBackup changes wake this backup through the watch; the requeue bounds the wait.
+			return left, nil
+		}
+	}
+	return 0, nil
 }
 
 // removeBackupData forgets the backup's snapshots in every namespace it has volumes of, then deletes

@@ -887,3 +887,28 @@ func TestBackupFailsWhenTheRepositoryWillNotOpen(t *testing.T) {
 		t.Errorf("BackupRepository status %+v", br.Status)
 	}
 }
+
+func TestBackupDeletionWaitsForRunningVolumes(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	ns := e.namespace("dw")
+	e.pod(newPod(ns, "p").emptyDir("a").ann(AnnotationBackupVolumes, "a"))
+	e.backup("running", v1.BackupSpec{IncludedNamespaces: []string{ns}})
+	pvb := e.waitPVBs("running", 1)[0]
+	e.setPVB(pvb.Name, v1.VolumePhaseInProgress, v1.Progress{BytesDone: 1}, "", "")
+	if err := e.cl.Delete(e.ctx, e.get("running")); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPhase("running", v1.PhaseDeleting)
+	time.Sleep(time.Second)
+	if bk := e.get("running"); !slices.Contains(bk.Finalizers, BackupFinalizer) {
+		t.Fatal("the backup went while its volume was still being backed up")
+	}
+	// The node-agent saves its snapshot and ends; only then are the backup's snapshots forgotten.
+	e.completeWithSnapshot(pvb)
+	waitFor(t, "backup running gone", func() bool {
+		return apierrors.IsNotFound(e.cl.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: "running"}, &v1.Backup{}))
+	})
+	if got := snapshotIDs(t, e, ns); len(got) != 0 {
+		t.Errorf("snapshots left %v", got)
+	}
+}
