@@ -9,7 +9,9 @@ import (
 )
 
 func TestParentFor(t *testing.T) {
-	snap := func(tags map[string]string) *snapshot.Snapshot { return &snapshot.Snapshot{ID: id.Random(), Tags: tags} }
+	snap := func(tags map[string]string) *snapshot.Snapshot {
+		return &snapshot.Snapshot{ID: id.Random(), Tags: tags}
+	}
 	// Oldest first, as the repository lists them.
 	claimOld := snap(map[string]string{bsl.TagPVC: "data", bsl.TagPod: "a", bsl.TagVolume: "v"})
 	claimNew := snap(map[string]string{bsl.TagPVC: "data", bsl.TagPod: "b", bsl.TagVolume: "w"})
