@@ -15,6 +15,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -113,30 +114,27 @@ func (c *Collector) Write(ctx context.Context, namespaces []string, out io.Write
 		now = c.Now
 	}
 	stamp := now().UTC().Truncate(time.Second)
+	// Few namespaces are listed one by one; many (a backup of the whole cluster) with one paged list per
+	// resource, instead of one request per resource per namespace.
+	scopes, wanted := namespaces, map[string]bool(nil)
+	if len(namespaces) > perNamespaceLimit {
+		scopes, wanted = []string{metav1.NamespaceAll}, map[string]bool{}
+		for _, ns := range namespaces {
+			wanted[ns] = true
+		}
+	}
 	for _, t := range targets {
 		n := 0
-		for _, ns := range namespaces {
-			list, err := c.Dynamic.Resource(t.gvr).Namespace(ns).List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return res, fmt.Errorf("list %s in namespace %s: %w", t.name, ns, err)
-			}
-			for i := range list.Items {
-				obj := &list.Items[i]
-				// Managed fields record who set what, for server-side apply; a restore recreates objects,
-				// so they are bulk without use.
-				obj.SetManagedFields(nil)
-				doc, err := json.Marshal(obj.Object)
-				if err != nil {
-					return res, fmt.Errorf("encode %s %s/%s: %w", t.name, ns, obj.GetName(), err)
-				}
-				hdr := &tar.Header{Name: t.name + "/" + ns + "/" + obj.GetName() + ".json", Mode: 0o644, Size: int64(len(doc)), ModTime: stamp, Typeflag: tar.TypeReg}
-				if err := tw.WriteHeader(hdr); err != nil {
-					return res, fmt.Errorf("write archive: %w", err)
-				}
-				if _, err := tw.Write(doc); err != nil {
-					return res, fmt.Errorf("write archive: %w", err)
+		for _, scope := range scopes {
+			err := c.list(ctx, t.gvr, scope, func(obj *unstructured.Unstructured) error {
+				if wanted != nil && !wanted[obj.GetNamespace()] {
+					return nil
 				}
 				n++
+				return writeEntry(tw, t.name, obj, stamp)
+			})
+			if err != nil {
+				return res, fmt.Errorf("list %s in namespace %q: %w", t.name, scope, err)
 			}
 		}
 		if n > 0 {
@@ -150,6 +148,50 @@ func (c *Collector) Write(ctx context.Context, namespaces []string, out io.Write
 		return res, fmt.Errorf("finish zstd: %w", err)
 	}
 	return res, nil
+}
+
+// perNamespaceLimit is the most namespaces listed one by one.
+const perNamespaceLimit = 8
+
+// pageSize bounds the objects one list response holds, and so the memory of a list of a large resource.
+const pageSize = 500
+
+// list calls fn for every object of gvr in namespace (all namespaces for ""), a page at a time.
+func (c *Collector) list(ctx context.Context, gvr schema.GroupVersionResource, namespace string, fn func(*unstructured.Unstructured) error) error {
+	opts := metav1.ListOptions{Limit: pageSize}
+	for {
+		page, err := c.Dynamic.Resource(gvr).Namespace(namespace).List(ctx, opts)
+		if err != nil {
+			return err
+		}
+		for i := range page.Items {
+			if err := fn(&page.Items[i]); err != nil {
+				return err
+			}
+		}
+		if opts.Continue = page.GetContinue(); opts.Continue == "" {
+			return nil
+		}
+	}
+}
+
+// writeEntry adds one object to the archive as <resource>/<namespace>/<name>.json.
+func writeEntry(tw *tar.Writer, resource string, obj *unstructured.Unstructured, stamp time.Time) error {
+	// Managed fields record who set what, for server-side apply; a restore recreates objects, so they are
+	// bulk without use.
+	obj.SetManagedFields(nil)
+	doc, err := json.Marshal(obj.Object)
+	if err != nil {
+		return fmt.Errorf("encode %s %s/%s: %w", resource, obj.GetNamespace(), obj.GetName(), err)
+	}
+	hdr := &tar.Header{Name: resource + "/" + obj.GetNamespace() + "/" + obj.GetName() + ".json", Mode: 0o644, Size: int64(len(doc)), ModTime: stamp, Typeflag: tar.TypeReg}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("write archive: %w", err)
+	}
+	if _, err := tw.Write(doc); err != nil {
+		return fmt.Errorf("write archive: %w", err)
+	}
+	return nil
 }
 
 // Entry is one object read back from an archive.

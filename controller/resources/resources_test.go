@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -88,5 +89,53 @@ func TestWriteArchivesNamespacedResourcesWithoutNoise(t *testing.T) {
 	want := []string{"configmaps/a/cm1.json", "configmaps/b/cm2.json", "deployments.apps/b/d.json", "pods/a/p.json"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("entries %q, want %q", names, want)
+	}
+}
+
+// A backup of many namespaces lists each resource once across the cluster and keeps only its namespaces.
+func TestWriteManyNamespacesListsClusterWide(t *testing.T) {
+	disco := &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}
+	disco.Resources = []*metav1.APIResourceList{{GroupVersion: "v1", APIResources: []metav1.APIResource{
+		{Name: "configmaps", Namespaced: true, Kind: "ConfigMap", Verbs: metav1.Verbs{"list"}}}}}
+	var objs []runtime.Object
+	var selected []string
+	for i := range perNamespaceLimit + 2 {
+		ns := fmt.Sprintf("ns%d", i)
+		objs = append(objs, obj("v1", "ConfigMap", ns, "cm"))
+		if i > 0 {
+			selected = append(selected, ns)
+		}
+	}
+	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{{Version: "v1", Resource: "configmaps"}: "ConfigMapList"}, objs...)
+	c := &Collector{Discovery: disco, Dynamic: dyn}
+	var buf bytes.Buffer
+	res, err := c.Write(context.Background(), selected, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Counts) != 1 || res.Counts[0].Count != len(selected) {
+		t.Errorf("counts %+v, want %d configmaps", res.Counts, len(selected))
+	}
+	lists := 0
+	for _, a := range dyn.Actions() {
+		if a.GetVerb() == "list" {
+			lists++
+			if a.GetNamespace() != "" {
+				t.Errorf("listed namespace %s alone", a.GetNamespace())
+			}
+		}
+	}
+	if lists != 1 {
+		t.Errorf("%d list requests, want 1", lists)
+	}
+	entries, err := Read(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name == "configmaps/ns0/cm.json" {
+			t.Error("archive has an object of a namespace not selected")
+		}
 	}
 }
