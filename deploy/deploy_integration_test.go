@@ -136,7 +136,14 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		{"straddle-controller", "app", "straddle.io", "podvolumebackups", "", "create", true},
 		{"straddle-controller", "app", "", "pods", "", "list", true},
 		{"straddle-controller", "straddle", "coordination.k8s.io", "leases", "", "update", true},
-		{"straddle-controller", "app", "", "secrets", "", "get", false},
+		// A backup stores every resource of its namespaces, Secrets included (issue 5): the controller reads
+		// everything, but watches and writes nothing of the applications'.
+		{"straddle-controller", "app", "", "secrets", "", "get", true},
+		{"straddle-controller", "app", "", "secrets", "", "watch", false},
+		{"straddle-controller", "app", "", "secrets", "", "create", false},
+		{"straddle-controller", "app", "apps", "deployments", "", "list", true},
+		{"straddle-controller", "app", "apps", "deployments", "", "update", false},
+		{"straddle-controller", "straddle", "events.k8s.io", "events", "", "create", true},
 		{"straddle-controller", "app", "", "pods", "", "delete", false},
 	} {
 		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{

@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -19,6 +21,7 @@ import (
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/controller"
+	"github.com/straddle-io/straddle/controller/resources"
 	"github.com/straddle-io/straddle/deploy"
 	nodeagent "github.com/straddle-io/straddle/node-agent"
 )
@@ -72,6 +75,9 @@ type controllerOptions struct {
 	// defaultVolumesToFsBackup is the install's default for Backups that do not set it; the Backup
 	// reconciler reads it.
 	defaultVolumesToFsBackup bool
+	// maxVolumesInFlight caps unfinished PodVolumeBackups cluster-wide, so a large cluster does not
+	// stampede its storage.
+	maxVolumesInFlight int
 }
 
 func newControllerCmd() *cobra.Command {
@@ -87,22 +93,53 @@ func newControllerCmd() *cobra.Command {
 	o.serverFlags.register(cmd)
 	cmd.Flags().BoolVar(&o.leaderElect, "leader-elect", false, "run only while holding the leader lease, so replicas can stand by")
 	cmd.Flags().BoolVar(&o.defaultVolumesToFsBackup, "default-volumes-to-fs-backup", false, "back up every pod volume unless excluded by annotation, for Backups that do not say")
+	cmd.Flags().IntVar(&o.maxVolumesInFlight, "max-volumes-in-flight", controller.DefaultMaxVolumesInFlight, "most PodVolumeBackups not yet finished, cluster-wide")
 	return cmd
 }
 
 func (o *controllerOptions) run(ctx context.Context) error {
+	if o.maxVolumesInFlight < 1 {
+		return fmt.Errorf("--max-volumes-in-flight %d must be at least 1", o.maxVolumesInFlight)
+	}
+	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
 	mgr, err := o.manager(ctrl.Options{
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "straddle-controller.straddle.io",
 		LeaderElectionNamespace: o.namespace,
-		// Storage locations live in the install namespace; the cache holds nothing else of them.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&v1.BackupStorageLocation{}: {Namespaces: map[string]cache.Config{o.namespace: {}}}}},
+		// Straddle's own objects live in the install namespace; the cache holds nothing else of them.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&v1.BackupStorageLocation{}: inInstall,
+			&v1.Backup{}:                inInstall,
+			&v1.PodVolumeBackup{}:       inInstall,
+			&v1.BackupRepository{}:      inInstall,
+		}},
 	})
 	if err != nil {
 		return err
 	}
 	bsl := &controller.BackupStorageLocationReconciler{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Clock: clock.RealClock{}}
 	if err := bsl.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("discovery client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	backups := &controller.BackupReconciler{
+		Client:                   mgr.GetClient(),
+		APIReader:                mgr.GetAPIReader(),
+		Clock:                    clock.RealClock{},
+		Events:                   mgr.GetEventRecorder("straddle-controller"),
+		Namespace:                o.namespace,
+		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
+		MaxVolumesInFlight:       o.maxVolumesInFlight,
+		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn},
+	}
+	if err := backups.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)
