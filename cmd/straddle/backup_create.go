@@ -50,7 +50,7 @@ func newBackupCreateCmd(f *backupFlags) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringSliceVar(&o.includeNamespaces, "include-namespaces", nil, "namespaces to back up, comma-separated; * for all (default all)")
 	fl.StringSliceVar(&o.excludeNamespaces, "exclude-namespaces", nil, "namespaces not to back up, comma-separated")
-	fl.StringVarP(&o.selector, "selector", "l", "", "back up only the pods matching this label selector, such as app=web,tier!=cache")
+	fl.StringVarP(&o.selector, "selector", "l", "", "back up only the pods matching this label selector, such as app=web,tier in (db,cache)")
 	fl.StringVar(&o.ttl, "ttl", "", "how long to keep the backup, such as 72h or 30d (default 720h)")
 	fl.BoolVar(&defaultVolumes, "default-volumes-to-fs-backup", false, "back up every pod volume not excluded by annotation (default: the install's setting)")
 	fl.StringVar(&o.storageLocation, "storage-location", "", "BackupStorageLocation to store the backup in (default: the default location)")
@@ -80,7 +80,7 @@ func (o *backupCreateOptions) spec() (v1.BackupSpec, error) {
 	if o.selector != "" {
 		sel, err := metav1.ParseToLabelSelector(o.selector)
 		if err != nil {
-			return v1.BackupSpec{}, fmt.Errorf("--selector %q is not a label selector (such as app=web,tier!=cache): %w", o.selector, err)
+			return v1.BackupSpec{}, fmt.Errorf("--selector %q is not a label selector (such as app=web,tier in (db,cache)): %w", o.selector, err)
 		}
 		spec.LabelSelector = sel
 	}

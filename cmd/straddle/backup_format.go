@@ -124,14 +124,14 @@ func oneLine(s string) string {
 func progressViewLines(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration) []string {
 	var buf bytes.Buffer
 	tw := newTable(&buf)
-	fmt.Fprintf(tw, "Backup %q: %s, %s\n", b.Name, phaseOf(b), formatDuration(elapsed))
+	fmt.Fprintf(tw, "Backup %q: %s, %s volumes, %s\n", b.Name, phaseOf(b), volumesCell(&b.Status), formatDuration(elapsed))
 	for i := range pvbs {
 		p := &pvbs[i]
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", volumeName(p), p.Spec.Node, volumePhaseOf(p),
 			bytesPair(p.Status.Progress), percent(p.Status.Progress.BytesDone, p.Status.Progress.BytesTotal))
 	}
 	s := &b.Status
-	fmt.Fprintf(tw, "  total\t%s volumes\t\t%s\t%s\n", volumesCell(s), bytesPair(s.Progress), percent(s.Progress.BytesDone, s.Progress.BytesTotal))
+	fmt.Fprintf(tw, "  total\t\t\t%s\t%s\n", bytesPair(s.Progress), percent(s.Progress.BytesDone, s.Progress.BytesTotal))
 	_ = tw.Flush()
 	return strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 }
