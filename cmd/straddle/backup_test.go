@@ -206,8 +206,8 @@ func TestProgressViewLines(t *testing.T) {
 	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "nightly"}, Status: v1.BackupStatus{Phase: v1.PhaseInProgress, VolumesTotal: 2, VolumesCompleted: 1,
 		Progress: v1.Progress{BytesDone: 1536 << 20, BytesTotal: 3 << 30}}}
 	pvbs := []v1.PodVolumeBackup{
-		pvb("nightly", "shop", "db-0", "data", "node-a", v1.VolumePhaseCompleted, 1 << 30, 1 << 30),
-		pvb("nightly", "shop", "web-0", "cache", "node-b", v1.VolumePhaseInProgress, 512 << 20, 2 << 30),
+		pvb("nightly", "shop", "db-0", "data", "node-a", v1.VolumePhaseCompleted, 1<<30, 1<<30),
+		pvb("nightly", "shop", "web-0", "cache", "node-b", v1.VolumePhaseInProgress, 512<<20, 2<<30),
 	}
 	lines := progressViewLines(b, pvbs, 75*time.Second)
 	want := []string{
