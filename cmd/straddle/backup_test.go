@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -423,5 +424,18 @@ func TestDeletionPlanSaysWhatGoes(t *testing.T) {
 		if !strings.Contains(plan, want) {
 			t.Errorf("plan %q lacks %q", plan, want)
 		}
+	}
+}
+
+// /dev/null is a character device but no terminal: a command run with </dev/null (cron, CI) must neither
+// prompt nor draw.
+func TestDevNullIsNoTerminal(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer f.Close()
+	if isTerminal(f) {
+		t.Error("isTerminal(/dev/null) = true")
 	}
 }
