@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -68,7 +69,7 @@ func getBackup(ctx context.Context, cl client.Client, namespace, name string) (*
 		return nil, &backupNotFoundError{namespace: namespace, name: name}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read backup %s/%s: %w", namespace, name, err)
+		return nil, fmt.Errorf("read backup %s/%s: %w", namespace, name, installHint(err))
 	}
 	return &b, nil
 }
@@ -78,7 +79,7 @@ func getBackup(ctx context.Context, cl client.Client, namespace, name string) (*
 func listVolumeBackups(ctx context.Context, cl client.Client, namespace, backup string) ([]v1.PodVolumeBackup, error) {
 	var list v1.PodVolumeBackupList
 	if err := cl.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{v1.BackupLabel: backup}); err != nil {
-		return nil, fmt.Errorf("list the volume backups of backup %s/%s: %w", namespace, backup, err)
+		return nil, fmt.Errorf("list the volume backups of backup %s/%s: %w", namespace, backup, installHint(err))
 	}
 	sortVolumeBackups(list.Items)
 	return list.Items, nil
@@ -91,6 +92,14 @@ func sortVolumeBackups(pvbs []v1.PodVolumeBackup) {
 // volumeName names a pod volume as a user finds it: namespace/pod/volume.
 func volumeName(p *v1.PodVolumeBackup) string {
 	return p.Spec.Pod.Namespace + "/" + p.Spec.Pod.Name + "/" + p.Spec.Volume
+}
+
+// installHint adds what to do when the cluster does not serve Straddle's kinds: install it.
+func installHint(err error) error {
+	if meta.IsNoMatchError(err) {
+		return fmt.Errorf("%w; is Straddle installed (straddle install)?", err)
+	}
+	return err
 }
 
 // backupNotFoundError says a Backup is not there, and where it was looked for.

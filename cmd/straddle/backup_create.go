@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -146,9 +147,9 @@ func (o *backupCreateOptions) run(ctx context.Context, name string, out io.Write
 	case apierrors.IsAlreadyExists(err):
 		return fmt.Errorf("backup %q already exists in namespace %s; pick another name, or delete it first", name, o.namespace)
 	case apierrors.IsNotFound(err):
-		return fmt.Errorf("create backup %q: namespace %s or the Backup kind is not there; is Straddle installed (straddle install)?", name, o.namespace)
+		return fmt.Errorf("create backup %q: namespace %s not found; is Straddle installed there (straddle install -n %s)?", name, o.namespace, o.namespace)
 	case err != nil:
-		return fmt.Errorf("create backup %s/%s: %w", o.namespace, name, err)
+		return fmt.Errorf("create backup %s/%s: %w", o.namespace, name, installHint(err))
 	}
 	fmt.Fprintf(out, "Backup %q created. See: straddle backup describe %s\n", name, name)
 	if !o.wait {
@@ -178,7 +179,7 @@ func (o *backupCreateOptions) checkStorageLocation(ctx context.Context, cl clien
 // newWaitView picks the live view on a terminal and plain lines anywhere else (pipes, CI logs).
 func newWaitView(out io.Writer) waitView {
 	if f, ok := out.(*os.File); ok && isTerminal(f) {
-		return &liveView{w: out}
+		return &liveView{w: out, size: func() (int, int, error) { return term.GetSize(int(f.Fd())) }}
 	}
 	return &lineView{w: out, every: 10 * time.Second}
 }

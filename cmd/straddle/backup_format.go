@@ -120,20 +120,51 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// progressViewLines are the lines of the live view of a running backup: one per volume, then the total.
-func progressViewLines(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration) []string {
+// progressViewLines are the lines of the live view of a running backup: a header, one line per volume, then
+// the total. With more volumes than maxVolumes (what fits the screen; 0 means no limit), unfinished volumes
+// are shown first and the rest summed up in one line, since a redraw cannot reach lines scrolled off screen.
+func progressViewLines(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration, maxVolumes int) []string {
+	shown, hidden := pvbs, 0
+	if maxVolumes > 0 && len(pvbs) > maxVolumes {
+		var unfinished, finished []v1.PodVolumeBackup
+		for _, p := range pvbs {
+			if volumePhaseOf(&p) == v1.VolumePhaseCompleted {
+				finished = append(finished, p)
+			} else {
+				unfinished = append(unfinished, p)
+			}
+		}
+		shown = append(unfinished, finished...)[:maxVolumes-1]
+		hidden = len(pvbs) - len(shown)
+	}
 	var buf bytes.Buffer
 	tw := newTable(&buf)
 	fmt.Fprintf(tw, "Backup %q: %s, %s volumes, %s\n", b.Name, phaseOf(b), volumesCell(&b.Status), formatDuration(elapsed))
-	for i := range pvbs {
-		p := &pvbs[i]
+	for i := range shown {
+		p := &shown[i]
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", volumeName(p), p.Spec.Node, volumePhaseOf(p),
 			bytesPair(p.Status.Progress), percent(p.Status.Progress.BytesDone, p.Status.Progress.BytesTotal))
+	}
+	if hidden > 0 {
+		fmt.Fprintf(tw, "  (%d more volumes)\n", hidden)
 	}
 	s := &b.Status
 	fmt.Fprintf(tw, "  total\t\t\t%s\t%s\n", bytesPair(s.Progress), percent(s.Progress.BytesDone, s.Progress.BytesTotal))
 	_ = tw.Flush()
 	return strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+}
+
+// fitWidth cuts a line to width columns (0: no limit), so no line wraps: a wrapped line would throw off the
+// count of lines a redraw moves up over.
+func fitWidth(line string, width int) string {
+	if width <= 0 {
+		return line
+	}
+	r := []rune(line)
+	if len(r) < width {
+		return line
+	}
+	return string(r[:width-1])
 }
 
 // bytesPair is "done/total", or only done while no total is known.

@@ -61,7 +61,7 @@ func (o *backupGetOptions) run(ctx context.Context, name string, out io.Writer) 
 	} else {
 		var list v1.BackupList
 		if err := cl.List(ctx, &list, client.InNamespace(o.namespace)); err != nil {
-			return fmt.Errorf("list backups in namespace %s: %w", o.namespace, err)
+			return fmt.Errorf("list backups in namespace %s: %w", o.namespace, installHint(err))
 		}
 		sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
 		for i := range list.Items {

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
@@ -388,7 +389,7 @@ func (e *backupTestEnv) testLogs(t *testing.T) {
 		err := e.cl.Create(e.ctx, &corev1.Event{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("logged.%d", i), Namespace: "straddle"},
 			InvolvedObject: corev1.ObjectReference{APIVersion: v1.GroupVersion.String(), Kind: ev.kind, Name: ev.name, Namespace: "straddle",
-				UID: b.UID},
+				UID: types.UID(ev.uid)},
 			Type: ev.typ, Reason: ev.reason, Message: ev.reason + " message", FirstTimestamp: ts, LastTimestamp: ts, Count: 1,
 			Source: corev1.EventSource{Component: "straddle-controller"},
 		})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
@@ -62,9 +63,13 @@ type eventRow struct {
 
 // backupEvents picks the Events about the Backup or one of its PodVolumeBackups, oldest first.
 func backupEvents(b *v1.Backup, pvbs []v1.PodVolumeBackup, events []corev1.Event) []eventRow {
-	objects := map[string]string{"Backup/" + b.Name: "backup"}
+	type object struct {
+		uid  types.UID
+		name string
+	}
+	objects := map[string]object{"Backup/" + b.Name: {b.UID, "backup"}}
 	for i := range pvbs {
-		objects["PodVolumeBackup/"+pvbs[i].Name] = "pvb " + volumeName(&pvbs[i])
+		objects["PodVolumeBackup/"+pvbs[i].Name] = object{pvbs[i].UID, "pvb " + volumeName(&pvbs[i])}
 	}
 	var rows []eventRow
 	for i := range events {
@@ -74,10 +79,11 @@ func backupEvents(b *v1.Backup, pvbs []v1.PodVolumeBackup, events []corev1.Event
 			continue
 		}
 		obj, ok := objects[ref.Kind+"/"+ref.Name]
-		if !ok {
+		// A UID that differs is an earlier object of the same name, deleted and created again.
+		if !ok || ref.UID != "" && obj.uid != "" && ref.UID != obj.uid {
 			continue
 		}
-		rows = append(rows, eventRow{at: eventTime(e), object: obj, event: e})
+		rows = append(rows, eventRow{at: eventTime(e), object: obj.name, event: e})
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].at.Before(rows[j].at) })
 	return rows

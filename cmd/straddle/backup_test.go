@@ -210,7 +210,7 @@ func TestProgressViewLines(t *testing.T) {
 		pvb("nightly", "shop", "db-0", "data", "node-a", v1.VolumePhaseCompleted, 1<<30, 1<<30),
 		pvb("nightly", "shop", "web-0", "cache", "node-b", v1.VolumePhaseInProgress, 512<<20, 2<<30),
 	}
-	lines := progressViewLines(b, pvbs, 75*time.Second)
+	lines := progressViewLines(b, pvbs, 75*time.Second, 0)
 	want := []string{
 		`Backup "nightly": InProgress, 1/2 volumes, 0:01:15`,
 		"  shop/db-0/data    node-a  Completed   1.0 GiB/1.0 GiB    100%",
@@ -227,15 +227,42 @@ func TestLiveViewRedrawsInPlace(t *testing.T) {
 	v := &liveView{w: &out}
 	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "n"}}
 	pvbs := []v1.PodVolumeBackup{pvb("n", "a", "p", "v", "node", "", 0, 0)}
-	v.show(b, pvbs, 0)
+	v.show(b, pvbs, 0, "")
 	if strings.Contains(out.String(), "\033[") {
 		t.Errorf("first draw moves the cursor: %q", out.String())
 	}
 	out.Reset()
-	v.show(b, nil, time.Second)
+	v.show(b, nil, time.Second, "")
 	// Up over the three lines drawn before (header, volume, total), and clear what was below.
 	if !strings.HasPrefix(out.String(), "\033[3A\r\033[J") || strings.Count(out.String(), "\n") != 2 {
 		t.Errorf("redraw = %q", out.String())
+	}
+
+	// A small window: lines are cut to its width, volumes beyond its height summed up, the hint counted.
+	out.Reset()
+	v = &liveView{w: &out, size: func() (int, int, error) { return 30, 7, nil }}
+	b.Status.VolumesTotal = 5
+	var many []v1.PodVolumeBackup
+	for _, pod := range []string{"a", "b", "c", "d", "e"} {
+		phase := v1.VolumePhaseCompleted
+		if pod == "d" {
+			phase = v1.VolumePhaseInProgress
+		}
+		many = append(many, pvb("n", "ns", pod, "data", "node-with-a-long-name", phase, 1, 2))
+	}
+	v.show(b, many, 0, "the controller has not started this backup yet")
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 6 || v.drawn != 6 {
+		t.Fatalf("drew %d lines (counted %d), want 6 in a 7-row window:\n%s", len(lines), v.drawn, out.String())
+	}
+	for _, l := range lines {
+		if len([]rune(l)) >= 30 {
+			t.Errorf("line %q is not cut to the 30-column window", l)
+		}
+	}
+	if !strings.HasPrefix(lines[1], "  ns/d/data") || !strings.HasPrefix(lines[2], "  ns/a/data") || lines[3] != "  (3 more volumes)" ||
+		!strings.HasPrefix(lines[4], "  total") || !strings.HasPrefix(lines[5], "the controller") {
+		t.Errorf("small-window view puts the unfinished volume first and sums up the rest:\n%s", out.String())
 	}
 }
 
@@ -243,16 +270,16 @@ func TestLineViewPrintsPhaseChangesAndThrottlesProgress(t *testing.T) {
 	var out bytes.Buffer
 	v := &lineView{w: &out, every: 10 * time.Second}
 	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "n"}}
-	v.show(b, nil, 0)
+	v.show(b, nil, 0, "")
 	b.Status.Phase, b.Status.VolumesTotal = v1.PhaseInProgress, 2
 	running := []v1.PodVolumeBackup{pvb("n", "a", "p", "v", "node-a", v1.VolumePhaseInProgress, 1, 10), pvb("n", "a", "q", "w", "node-b", v1.VolumePhaseInProgress, 1, 10)}
-	v.show(b, running, time.Second)
-	v.show(b, running, 5*time.Second) // no change, under 10 s since the last line: silent
-	v.show(b, running, 11*time.Second)
+	v.show(b, running, time.Second, "")
+	v.show(b, running, 5*time.Second, "") // no change, under 10 s since the last line: silent
+	v.show(b, running, 11*time.Second, "")
 	running[0].Status.Phase, running[0].Status.Message = v1.VolumePhaseFailed, "volume dir\nnot found"
-	v.show(b, running, 12*time.Second)
+	v.show(b, running, 12*time.Second, "")
 	b.Status.Phase = v1.PhasePartiallyFailed
-	v.show(b, running, 13*time.Second)
+	v.show(b, running, 13*time.Second, "")
 	got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 	want := []string{
 		`Backup "n": New, 0/0 volumes, 0 B`,
@@ -390,7 +417,9 @@ func TestBackupEventsOldestFirst(t *testing.T) {
 		ev("Backup", "other", "Started", -2*time.Hour, 1),
 		ev("Pod", "nightly", "Killing", -time.Hour, 1),
 		ev("Backup", "nightly", "Progress", -30*time.Minute, 4),
+		ev("Backup", "nightly", "OfAnEarlierBackup", -20*time.Minute, 1),
 	}
+	b.UID, events[len(events)-1].InvolvedObject.UID = "uid-now", "uid-before"
 	rows := backupEvents(b, pvbs, events)
 	var reasons []string
 	for _, r := range rows {
@@ -437,5 +466,22 @@ func TestDevNullIsNoTerminal(t *testing.T) {
 	defer f.Close()
 	if isTerminal(f) {
 		t.Error("isTerminal(/dev/null) = true")
+	}
+}
+
+func TestLineViewHintsOnce(t *testing.T) {
+	var out bytes.Buffer
+	v := &lineView{w: &out, every: 10 * time.Second}
+	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "n"}}
+	w := &backupWaiter{namespace: "straddle"}
+	for _, el := range []time.Duration{0, 29 * time.Second, 31 * time.Second, 45 * time.Second} {
+		v.show(b, nil, el, w.hint(b, el))
+	}
+	if n := strings.Count(out.String(), "controller has not started this backup yet: is it running? (kubectl -n straddle get deployment straddle-controller)"); n != 1 {
+		t.Errorf("hint printed %d times:\n%s", n, out.String())
+	}
+	b.Status.Phase = v1.PhaseInProgress
+	if h := w.hint(b, time.Hour); h != "" {
+		t.Errorf("hint for a running backup: %q", h)
 	}
 }

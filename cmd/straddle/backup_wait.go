@@ -16,7 +16,8 @@ import (
 
 // waitView shows a backup while `create --wait` waits for it.
 type waitView interface {
-	show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration)
+	// show draws the backup's state; hint, when not empty, is advice on a backup that does not move.
+	show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration, hint string)
 	// finish leaves the last state on screen, ready for what is printed next.
 	finish()
 }
@@ -54,7 +55,8 @@ func (w *backupWaiter) wait(ctx context.Context) error {
 			return fmt.Errorf("gave up waiting for backup %q after a minute of failed reads: %w", w.name, err)
 		case err == nil:
 			failingSince = time.Time{}
-			w.view.show(b, pvbs, w.clock.Since(start))
+			elapsed := w.clock.Since(start)
+			w.view.show(b, pvbs, elapsed, w.hint(b, elapsed))
 			if isTerminalPhase(phaseOf(b)) {
 				return backupOutcome(b, pvbs)
 			}
@@ -67,6 +69,16 @@ func (w *backupWaiter) wait(ctx context.Context) error {
 		case <-w.clock.After(w.interval):
 		}
 	}
+}
+
+// notPickedUpAfter is how long a Backup may stay New before the wait says the controller may not be running.
+const notPickedUpAfter = 30 * time.Second
+
+func (w *backupWaiter) hint(b *v1.Backup, elapsed time.Duration) string {
+	if b.Status.Phase != "" && b.Status.Phase != v1.PhaseNew || elapsed < notPickedUpAfter {
+		return ""
+	}
+	return fmt.Sprintf("the controller has not started this backup yet: is it running? (kubectl -n %s get deployment straddle-controller)", w.namespace)
 }
 
 func (w *backupWaiter) read(ctx context.Context) (*v1.Backup, []v1.PodVolumeBackup, error) {
@@ -105,19 +117,32 @@ func backupOutcome(b *v1.Backup, pvbs []v1.PodVolumeBackup) error {
 
 // liveView redraws the per-volume progress in place on a terminal.
 type liveView struct {
-	w     io.Writer
+	w io.Writer
+	// size reports the terminal's columns and rows (nil or an error: no limit), read on each draw so a
+	// resized window is followed.
+	size  func() (width, height int, err error)
 	drawn int // lines on screen from the last draw
 }
 
-func (v *liveView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration) {
+func (v *liveView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration, hint string) {
+	width, maxVolumes := 0, 0
+	if v.size != nil {
+		if w, h, err := v.size(); err == nil && w > 0 && h > 0 {
+			// Room for the header, the total, the hint and the line the cursor rests on.
+			width, maxVolumes = w, max(h-4, 2)
+		}
+	}
 	var sb strings.Builder
 	if v.drawn > 0 {
 		// Back to the first line of the last draw, and clear from there down: the volume list may shrink.
 		fmt.Fprintf(&sb, "\033[%dA\r\033[J", v.drawn)
 	}
-	lines := progressViewLines(b, pvbs, elapsed)
+	lines := progressViewLines(b, pvbs, elapsed, maxVolumes)
+	if hint != "" {
+		lines = append(lines, hint)
+	}
 	for _, l := range lines {
-		sb.WriteString(l)
+		sb.WriteString(fitWidth(l, width))
 		sb.WriteByte('\n')
 	}
 	v.drawn = len(lines)
@@ -135,9 +160,10 @@ type lineView struct {
 	printed   bool
 	lastAt    time.Duration
 	volPhases map[string]v1.VolumePhase
+	hinted    bool
 }
 
-func (v *lineView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration) {
+func (v *lineView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration, hint string) {
 	if v.volPhases == nil {
 		v.volPhases = map[string]v1.VolumePhase{}
 	}
@@ -164,6 +190,10 @@ func (v *lineView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Du
 	if !v.printed || phase != v.phase || elapsed-v.lastAt >= v.every {
 		fmt.Fprintln(v.w, line)
 		v.printed, v.phase, v.lastAt = true, phase, elapsed
+	}
+	if hint != "" && !v.hinted {
+		fmt.Fprintln(v.w, hint)
+		v.hinted = true
 	}
 }
 
