@@ -129,7 +129,7 @@ func (e *backupTestEnv) testCreate(t *testing.T) {
 	}{
 		{[]string{"nightly"}, `backup "nightly" already exists in namespace straddle`},
 		{[]string{"elsewhere", "--storage-location", "nowhere"}, `storage location "nowhere" not found in namespace straddle`},
-		{[]string{"lost", "-n", "not-installed"}, "namespace not-installed or the Backup kind is not there"},
+		{[]string{"lost", "-n", "not-installed"}, "namespace not-installed not found; is Straddle installed there (straddle install -n not-installed)?"},
 	} {
 		if _, err := e.straddle(append([]string{"backup", "create"}, c.args...)...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("create %v: %v, want %q", c.args, err, c.want)
