@@ -113,7 +113,7 @@ func describeBackup(v backupView, details bool, now time.Time) string {
 	field("Expires", timestamp(s.Expiration, now))
 	field("Started", timestamp(s.StartTimestamp, now))
 	field("Completed", timestamp(s.CompletionTimestamp, now))
-	field("Volumes", volumesCell(s)+fmt.Sprintf(", %d skipped", len(s.SkippedVolumes)))
+	field("Volumes", volumesText(s)+fmt.Sprintf(", %d skipped", len(s.SkippedVolumes)))
 	field("Bytes", progressOf(s.Progress))
 	if s.Progress.FilesTotal > 0 || s.Progress.FilesDone > 0 {
 		field("Files", fmt.Sprintf("%d/%d", s.Progress.FilesDone, s.Progress.FilesTotal))
@@ -200,22 +200,40 @@ func describeDetails(buf *bytes.Buffer, v backupView) {
 			fmt.Fprintf(buf, "  warning: %s\n", oneLine(w))
 		}
 	}
-	fmt.Fprintln(buf, "\nRestore without the cluster (password: the storage location's repository password Secret):")
-	if v.location == nil {
+	restoreHint(buf, v)
+}
+
+// restoreHint prints the commands that restore each volume's snapshot with `straddle repo restore`, which
+// needs no cluster: the password from the location's Secret, then one restore per volume.
+func restoreHint(buf *bytes.Buffer, v backupView) {
+	fmt.Fprintln(buf, "\nRestore without the cluster:")
+	loc := v.location
+	if loc == nil {
 		fmt.Fprintln(buf, "  the storage location is not found, so its repositories cannot be named")
 		return
 	}
-	namespaces := map[string]bool{}
+	if sel := loc.Spec.RepositoryPasswordSecret; sel != nil {
+		key := sel.Key
+		if key == "" {
+			key = "password"
+		}
+		fmt.Fprintf(buf, "  kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d > repository-password\n", loc.Namespace, sel.Name, key)
+	}
+	if s3 := loc.Spec.S3; s3 != nil && s3.CredentialsSecret != nil {
+		fmt.Fprintf(buf, "  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   # the keys in Secret %s/%s\n", loc.Namespace, s3.CredentialsSecret.Name)
+	}
+	restores := 0
 	for i := range v.pvbs {
 		p := &v.pvbs[i]
-		if p.Status.SnapshotID == "" || namespaces[p.Spec.Pod.Namespace] {
+		if p.Status.SnapshotID == "" {
 			continue
 		}
-		namespaces[p.Spec.Pod.Namespace] = true
-		fmt.Fprintf(buf, "  straddle repo restore %s %s --target DIR\n", p.Status.SnapshotID, repositoryFlags(v.location, p.Spec.Pod.Namespace))
+		restores++
+		fmt.Fprintf(buf, "  straddle repo restore %s %s --password-file repository-password --target restore/%s\n",
+			p.Status.SnapshotID, repositoryFlags(loc, p.Spec.Pod.Namespace), volumeName(p))
 	}
-	if len(namespaces) == 0 {
-		fmt.Fprintf(buf, "  no volume has a snapshot yet; the repository of namespace NS is %s\n", repositoryFlags(v.location, "NS"))
+	if restores == 0 {
+		fmt.Fprintf(buf, "  no volume has a snapshot; the repository of namespace NS is %s\n", repositoryFlags(loc, "NS"))
 	}
 }
 

@@ -98,6 +98,15 @@ func volumesCell(s *v1.BackupStatus) string {
 	return cell
 }
 
+// volumesText says the same as volumesCell in words, for headers and log lines.
+func volumesText(s *v1.BackupStatus) string {
+	text := fmt.Sprintf("%d/%d volumes done", s.VolumesCompleted, s.VolumesTotal)
+	if s.VolumesFailed > 0 {
+		text += fmt.Sprintf(", %d failed", s.VolumesFailed)
+	}
+	return text
+}
+
 // isTerminalPhase says whether a Backup has finished, for good or ill.
 func isTerminalPhase(p v1.Phase) bool {
 	return p == v1.PhaseCompleted || p == v1.PhasePartiallyFailed || p == v1.PhaseFailed
@@ -139,7 +148,7 @@ func progressViewLines(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Dur
 	}
 	var buf bytes.Buffer
 	tw := newTable(&buf)
-	fmt.Fprintf(tw, "Backup %q: %s, %s volumes, %s\n", b.Name, phaseOf(b), volumesCell(&b.Status), formatDuration(elapsed))
+	fmt.Fprintf(tw, "Backup %q: %s, %s, %s\n", b.Name, phaseOf(b), volumesText(&b.Status), formatDuration(elapsed))
 	for i := range shown {
 		p := &shown[i]
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", volumeName(p), p.Spec.Node, volumePhaseOf(p),

@@ -238,7 +238,7 @@ func (e *backupTestEnv) testWait(t *testing.T) {
 			if strings.Contains(err2str(err), "web-0") && c.phase == v1.PhasePartiallyFailed {
 				t.Errorf("error names a volume that did not fail: %v", err)
 			}
-			for _, want := range []string{`Backup "` + name + `" created.`, `Backup "` + name + `": InProgress, 0/2 volumes`, `Backup "` + name + `": ` + string(c.phase)} {
+			for _, want := range []string{`Backup "` + name + `" created.`, `Backup "` + name + `": InProgress, 0/2 volumes done`, `Backup "` + name + `": ` + string(c.phase)} {
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("output lacks %q:\n%s", want, out.String())
 				}
@@ -348,7 +348,7 @@ func (e *backupTestEnv) testGetDescribe(t *testing.T) {
 		`pod shop/web-0 names volume "logs", which it does not have`,
 		"  Files:            7 new, 1 changed, 42 unmodified",
 		"  Bytes:            3.0 GiB read, 2.0 GiB added, 1.0 GiB stored",
-		"straddle repo restore aabbccdd11223344556677889900aabbccddeeff00112233445566778899aabb --repo " + e.locDir + "/repositories/shop --target DIR",
+		"straddle repo restore aabbccdd11223344556677889900aabbccddeeff00112233445566778899aabb --repo " + e.locDir + "/repositories/shop --password-file repository-password --target restore/shop/db-0/data",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("describe --details lacks %q:\n%s", want, out)

@@ -212,7 +212,7 @@ func TestProgressViewLines(t *testing.T) {
 	}
 	lines := progressViewLines(b, pvbs, 75*time.Second, 0)
 	want := []string{
-		`Backup "nightly": InProgress, 1/2 volumes, 0:01:15`,
+		`Backup "nightly": InProgress, 1/2 volumes done, 0:01:15`,
 		"  shop/db-0/data    node-a  Completed   1.0 GiB/1.0 GiB    100%",
 		"  shop/web-0/cache  node-b  InProgress  512.0 MiB/2.0 GiB  25%",
 		"  total                                 1.5 GiB/3.0 GiB    50%",
@@ -282,11 +282,11 @@ func TestLineViewPrintsPhaseChangesAndThrottlesProgress(t *testing.T) {
 	v.show(b, running, 13*time.Second, "")
 	got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 	want := []string{
-		`Backup "n": New, 0/0 volumes, 0 B`,
-		`Backup "n": InProgress, 0/2 volumes, 0 B`,
-		`Backup "n": InProgress, 0/2 volumes, 0 B`,
+		`Backup "n": New, 0/0 volumes done, 0 B`,
+		`Backup "n": InProgress, 0/2 volumes done, 0 B`,
+		`Backup "n": InProgress, 0/2 volumes done, 0 B`,
 		`volume a/p/v on node-a: Failed: volume dir not found`,
-		`Backup "n": PartiallyFailed, 0/2 volumes, 0 B`,
+		`Backup "n": PartiallyFailed, 0/2 volumes done, 0 B`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines:\n%s\nwant:\n%s", out.String(), strings.Join(want, "\n"))
@@ -333,7 +333,10 @@ func testBackupView() backupView {
 	failed := pvb("nightly", "shop", "web-0", "cache", "node-b", v1.VolumePhaseFailed, 0, 1<<30)
 	failed.Status.Message = "volume dir not found under /host_pods"
 	loc := &v1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "straddle"},
-		Spec: v1.BackupStorageLocationSpec{Provider: "s3", Default: true, S3: &v1.S3Location{Endpoint: "http://minio.internal:9000", Bucket: "backups", Prefix: "cluster-a", ForcePathStyle: true}}}
+		Spec: v1.BackupStorageLocationSpec{Provider: "s3", Default: true,
+			RepositoryPasswordSecret: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "straddle-repository-password"}},
+			S3: &v1.S3Location{Endpoint: "http://minio.internal:9000", Bucket: "backups", Prefix: "cluster-a", ForcePathStyle: true,
+				CredentialsSecret: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "straddle-storage-credentials"}, Key: "cloud"}}}}
 	return backupView{backup: b, pvbs: []v1.PodVolumeBackup{done, failed}, location: loc}
 }
 
@@ -348,7 +351,7 @@ func TestDescribeBackup(t *testing.T) {
 		"Default volumes to fs backup:  the install's default",
 		"TTL:                           72h0m0s",
 		"Expires:                       2026-11-28 11:00:00 UTC (in 2d23h)",
-		"Volumes:                       1/2 (1 failed), 2 skipped",
+		"Volumes:                       1/2 volumes done, 1 failed, 2 skipped",
 		"Bytes:                         1.0 GiB/2.0 GiB 50%",
 		"Errors:\n  - 1 volume failed",
 		"Warnings:\n  - pod shop/web-0 has no volume \"logs\"",
@@ -377,7 +380,9 @@ func TestDescribeBackup(t *testing.T) {
 		"  warning: could not read lost+found: permission denied",
 		"Volume shop/web-0/cache:",
 		"  Message:          volume dir not found under /host_pods",
-		"straddle repo restore " + v.pvbs[0].Status.SnapshotID + " --repo s3+http://minio.internal:9000/backups/cluster-a/repositories/shop --s3-bucket-lookup path --target DIR",
+		"Restore without the cluster:\n  kubectl -n straddle get secret straddle-repository-password -o jsonpath='{.data.password}' | base64 -d > repository-password\n" +
+			"  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   # the keys in Secret straddle/straddle-storage-credentials\n" +
+			"  straddle repo restore " + v.pvbs[0].Status.SnapshotID + " --repo s3+http://minio.internal:9000/backups/cluster-a/repositories/shop --s3-bucket-lookup path --password-file repository-password --target restore/shop/db-0/data\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("describe --details lacks %q:\n%s", want, out)

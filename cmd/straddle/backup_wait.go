@@ -183,7 +183,7 @@ func (v *lineView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Du
 	}
 	phase := phaseOf(b)
 	s := &b.Status
-	line := fmt.Sprintf("Backup %q: %s, %s volumes, %s", b.Name, phase, volumesCell(s), bytesPair(s.Progress))
+	line := fmt.Sprintf("Backup %q: %s, %s, %s", b.Name, phase, volumesText(s), bytesPair(s.Progress))
 	if s.Progress.BytesTotal > 0 {
 		line += " " + percent(s.Progress.BytesDone, s.Progress.BytesTotal)
 	}
