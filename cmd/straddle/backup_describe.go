@@ -220,7 +220,7 @@ func restoreHint(buf *bytes.Buffer, v backupView) {
 		fmt.Fprintf(buf, "  kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d > repository-password\n", loc.Namespace, sel.Name, key)
 	}
 	if s3 := loc.Spec.S3; s3 != nil && s3.CredentialsSecret != nil {
-		fmt.Fprintf(buf, "  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   # the keys in Secret %s/%s\n", loc.Namespace, s3.CredentialsSecret.Name)
+		fmt.Fprintf(buf, "  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   # from Secret %s/%s, key %s\n", loc.Namespace, s3.CredentialsSecret.Name, s3.CredentialsSecret.Key)
 	}
 	restores := 0
 	for i := range v.pvbs {

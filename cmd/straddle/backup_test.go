@@ -381,7 +381,7 @@ func TestDescribeBackup(t *testing.T) {
 		"Volume shop/web-0/cache:",
 		"  Message:          volume dir not found under /host_pods",
 		"Restore without the cluster:\n  kubectl -n straddle get secret straddle-repository-password -o jsonpath='{.data.password}' | base64 -d > repository-password\n" +
-			"  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   # the keys in Secret straddle/straddle-storage-credentials\n" +
+			"  export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...   # from Secret straddle/straddle-storage-credentials, key cloud\n" +
 			"  straddle repo restore " + v.pvbs[0].Status.SnapshotID + " --repo s3+http://minio.internal:9000/backups/cluster-a/repositories/shop --s3-bucket-lookup path --password-file repository-password --target restore/shop/db-0/data\n",
 	} {
 		if !strings.Contains(out, want) {
