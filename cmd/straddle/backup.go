@@ -76,13 +76,32 @@ func getBackup(ctx context.Context, cl client.Client, namespace, name string) (*
 
 // listVolumeBackups lists a backup's PodVolumeBackups (labelled with its name by the controller), sorted by
 // namespace, pod and volume so every view shows them in the same order.
-func listVolumeBackups(ctx context.Context, cl client.Client, namespace, backup string) ([]v1.PodVolumeBackup, error) {
+func listVolumeBackups(ctx context.Context, cl client.Client, b *v1.Backup) ([]v1.PodVolumeBackup, error) {
 	var list v1.PodVolumeBackupList
-	if err := cl.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{v1.BackupLabel: backup}); err != nil {
-		return nil, fmt.Errorf("list the volume backups of backup %s/%s: %w", namespace, backup, installHint(err))
+	if err := cl.List(ctx, &list, client.InNamespace(b.Namespace), client.MatchingLabels{v1.BackupLabel: b.Name}); err != nil {
+		return nil, fmt.Errorf("list the volume backups of backup %s/%s: %w", b.Namespace, b.Name, installHint(err))
 	}
-	sortVolumeBackups(list.Items)
-	return list.Items, nil
+	pvbs := ownVolumeBackups(b, list.Items)
+	sortVolumeBackups(pvbs)
+	return pvbs, nil
+}
+
+// ownVolumeBackups drops the PodVolumeBackups owned by another Backup of the same name: one deleted and
+// created again, whose volume backups the garbage collector has not removed yet.
+func ownVolumeBackups(b *v1.Backup, pvbs []v1.PodVolumeBackup) []v1.PodVolumeBackup {
+	own := pvbs[:0]
+	for _, p := range pvbs {
+		ok := true
+		for _, ref := range p.OwnerReferences {
+			if ref.Kind == "Backup" && ref.Name == b.Name && b.UID != "" && ref.UID != b.UID {
+				ok = false
+			}
+		}
+		if ok {
+			own = append(own, p)
+		}
+	}
+	return own
 }
 
 func sortVolumeBackups(pvbs []v1.PodVolumeBackup) {

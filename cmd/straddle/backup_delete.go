@@ -49,7 +49,7 @@ func (o *backupDeleteOptions) run(ctx context.Context, name string, in io.Reader
 	if err != nil {
 		return err
 	}
-	pvbs, err := listVolumeBackups(ctx, cl, o.namespace, name)
+	pvbs, err := listVolumeBackups(ctx, cl, b)
 	if err != nil {
 		return err
 	}

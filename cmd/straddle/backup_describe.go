@@ -55,7 +55,7 @@ func (o *backupDescribeOptions) run(ctx context.Context, name string, out io.Wri
 	if err != nil {
 		return err
 	}
-	pvbs, err := listVolumeBackups(ctx, cl, o.namespace, name)
+	pvbs, err := listVolumeBackups(ctx, cl, b)
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ func backupLogs(ctx context.Context, f *backupFlags, name string, out io.Writer)
 	if err != nil {
 		return err
 	}
-	pvbs, err := listVolumeBackups(ctx, cl, f.namespace, name)
+	pvbs, err := listVolumeBackups(ctx, cl, b)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +12,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 )
@@ -488,5 +497,51 @@ func TestLineViewHintsOnce(t *testing.T) {
 	b.Status.Phase = v1.PhaseInProgress
 	if h := w.hint(b, time.Hour); h != "" {
 		t.Errorf("hint for a running backup: %q", h)
+	}
+}
+
+func TestOwnVolumeBackupsDropsThoseOfAnEarlierBackup(t *testing.T) {
+	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "n", UID: "now"}}
+	owned := func(uid types.UID) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "Backup", Name: "n", UID: uid}}
+	}
+	pvbs := []v1.PodVolumeBackup{pvb("n", "a", "p", "new", "x", "", 0, 0), pvb("n", "a", "p", "old", "x", "", 0, 0), pvb("n", "a", "p", "unowned", "x", "", 0, 0)}
+	pvbs[0].OwnerReferences, pvbs[1].OwnerReferences = owned("now"), owned("before")
+	var got []string
+	for _, p := range ownVolumeBackups(b, pvbs) {
+		got = append(got, p.Spec.Volume)
+	}
+	if strings.Join(got, ",") != "new,unowned" {
+		t.Errorf("kept %v", got)
+	}
+}
+
+// The wait rides out failing reads for its grace period, gives up after it, and stops when the backup goes.
+func TestBackupWaiterReads(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = v1.AddToScheme(scheme)
+	done := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "straddle"}, Status: v1.BackupStatus{Phase: v1.PhaseCompleted}}
+	waiter := func(failures int, objs ...client.Object) *backupWaiter {
+		calls := 0
+		cl := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				if calls++; failures < 0 || calls <= failures {
+					return errors.New("connection refused")
+				}
+				return c.Get(ctx, key, obj, opts...)
+			},
+		}).Build()
+		return &backupWaiter{client: cl, namespace: "straddle", name: "b", clock: clock.RealClock{}, interval: time.Millisecond,
+			grace: 200 * time.Millisecond, view: &lineView{w: io.Discard}}
+	}
+	ctx := context.Background()
+	if err := waiter(3, done.DeepCopy()).wait(ctx); err != nil {
+		t.Errorf("three failed reads, then Completed: %v", err)
+	}
+	if err := waiter(-1, done.DeepCopy()).wait(ctx); err == nil || !strings.Contains(err.Error(), "gave up waiting for backup \"b\" after 200ms of failed reads: read backup straddle/b: connection refused") {
+		t.Errorf("reads that keep failing: %v", err)
+	}
+	if err := waiter(0).wait(ctx); err == nil || !strings.Contains(err.Error(), "was deleted while waiting") {
+		t.Errorf("no backup: %v", err)
 	}
 }

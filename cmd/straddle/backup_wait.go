@@ -30,6 +30,8 @@ type backupWaiter struct {
 	clock     clock.Clock
 	interval  time.Duration
 	view      waitView
+	// grace is how long reads may keep failing before waiting gives up (0: readErrorGrace).
+	grace time.Duration
 }
 
 // readErrorGrace is how long reads may keep failing before waiting gives up: a long backup should outlive a
@@ -40,6 +42,10 @@ const readErrorGrace = time.Minute
 // ended otherwise. Cancelling ctx (Ctrl-C) stops the waiting only; the backup goes on.
 func (w *backupWaiter) wait(ctx context.Context) error {
 	start := w.clock.Now()
+	grace := w.grace
+	if grace == 0 {
+		grace = readErrorGrace
+	}
 	var failingSince time.Time
 	defer w.view.finish()
 	for {
@@ -51,8 +57,8 @@ func (w *backupWaiter) wait(ctx context.Context) error {
 			return fmt.Errorf("backup %q was deleted while waiting for it", w.name)
 		case err != nil && failingSince.IsZero():
 			failingSince = w.clock.Now()
-		case err != nil && w.clock.Since(failingSince) > readErrorGrace:
-			return fmt.Errorf("gave up waiting for backup %q after a minute of failed reads: %w", w.name, err)
+		case err != nil && w.clock.Since(failingSince) > grace:
+			return fmt.Errorf("gave up waiting for backup %q after %s of failed reads: %w", w.name, grace, err)
 		case err == nil:
 			failingSince = time.Time{}
 			elapsed := w.clock.Since(start)
@@ -86,7 +92,7 @@ func (w *backupWaiter) read(ctx context.Context) (*v1.Backup, []v1.PodVolumeBack
 	if err != nil {
 		return nil, nil, err
 	}
-	pvbs, err := listVolumeBackups(ctx, w.client, w.namespace, w.name)
+	pvbs, err := listVolumeBackups(ctx, w.client, b)
 	if err != nil {
 		return nil, nil, err
 	}
