@@ -6,12 +6,14 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/term"
 )
 
-// isTerminal reports whether f is a character device: progress bars go to terminals, never to pipes or logs.
+// isTerminal reports whether f is a terminal: progress bars go to terminals, never to pipes or logs. It asks
+// the terminal driver, since /dev/null is a character device too (and is stdin under cron and go test).
 func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return term.IsTerminal(int(f.Fd()))
 }
 
 // progressBar redraws one line on a terminal. A nil bar does nothing, so callers need not check.

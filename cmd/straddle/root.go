@@ -15,6 +15,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRepoCmd(), newInstallCmd(), newUninstallCmd(), newImagesCmd(), newControllerCmd(), newNodeAgentCmd())
+	root.AddCommand(newRepoCmd(), newInstallCmd(), newUninstallCmd(), newImagesCmd(), newBackupCmd(), newControllerCmd(), newNodeAgentCmd())
 	return root
 }
