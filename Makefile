@@ -35,7 +35,7 @@ test-unit:
 # The integration tier runs against a real kube-apiserver and etcd (envtest) and a real MinIO server, built or
 # installed once into bin/.
 test-integration: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/minio
-	KUBEBUILDER_ASSETS=$(BIN) STRADDLE_MINIO_BIN=$(BIN)/minio $(GO) test -race -count=1 -tags integration ./api/... ./deploy/... ./cmd/... ./node-agent/... ./repo/... ./test/...
+	KUBEBUILDER_ASSETS=$(BIN) STRADDLE_MINIO_BIN=$(BIN)/minio $(GO) test -race -count=1 -tags integration ./api/... ./deploy/... ./cmd/... ./controller/... ./node-agent/... ./repo/... ./test/...
 
 KUBE_VERSION := v1.37.2
 CONTROLLER_GEN_VERSION := v0.23.0
