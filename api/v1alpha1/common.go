@@ -51,3 +51,6 @@ const NodeLabel = "straddle.io/node"
 // BackupLabel labels a backup's PodVolumeBackups with the Backup's name (and a restore's PodVolumeRestores
 // with the Restore's), so its volumes are listed without walking owner references.
 const BackupLabel = "straddle.io/backup"
+
+// RestoreLabel labels a restore's PodVolumeRestores with the Restore's name.
+const RestoreLabel = "straddle.io/restore"

@@ -14,13 +14,24 @@ type RestoreSpec struct {
 	NamespaceMapping map[string]string `json:"namespaceMapping,omitempty"`
 }
 
+// SkippedResource is a backed-up object the restore did not create, and why (it already exists, say).
+type SkippedResource struct {
+	Resource  string `json:"resource"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	Reason    string `json:"reason"`
+}
+
 // RestoreStatus is what a restore has done so far.
 type RestoreStatus struct {
-	Phase               Phase              `json:"phase,omitempty"`
-	Progress            Progress           `json:"progress,omitempty"`
-	VolumesTotal        int                `json:"volumesTotal,omitempty"`
-	VolumesCompleted    int                `json:"volumesCompleted,omitempty"`
-	VolumesFailed       int                `json:"volumesFailed,omitempty"`
+	Phase            Phase    `json:"phase,omitempty"`
+	Progress         Progress `json:"progress,omitempty"`
+	VolumesTotal     int      `json:"volumesTotal,omitempty"`
+	VolumesCompleted int      `json:"volumesCompleted,omitempty"`
+	VolumesFailed    int      `json:"volumesFailed,omitempty"`
+	// Resources counts the objects the restore created; SkippedResources lists those it did not, with why.
+	Resources           []ResourceCount    `json:"resources,omitempty"`
+	SkippedResources    []SkippedResource  `json:"skippedResources,omitempty"`
 	Errors              []string           `json:"errors,omitempty"`
 	Warnings            []string           `json:"warnings,omitempty"`
 	StartTimestamp      *metav1.Time       `json:"startTimestamp,omitempty"`
