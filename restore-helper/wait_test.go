@@ -128,3 +128,23 @@ func TestWaitInputs(t *testing.T) {
 		t.Error("a missing restores dir was accepted")
 	}
 }
+
+// An unprivileged helper over a volume root it cannot write still lets the app start.
+func TestWaitSucceedsWhenTheMarkerFolderCannotBeRemoved(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root removes anything; the e2e harness runs the helper as another user")
+	}
+	dir := volumes(t, "data")
+	mark(t, dir, "data", "r1")
+	if err := os.Chmod(filepath.Join(dir, "data"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(filepath.Join(dir, "data"), 0o755) })
+	var out bytes.Buffer
+	if err := Wait(context.Background(), Options{RestoreUID: "r1", RestoresDir: dir}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "marker folder .straddle stays") {
+		t.Fatalf("output %q", out.String())
+	}
+}
