@@ -1,0 +1,170 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+)
+
+// pickupTimeout bounds how long a new Backup may wait for the controller to give it a phase; past it the
+// controller is taken to have no Backup reconciler, rather than waiting out the whole backup timeout.
+const pickupTimeout = time.Minute
+
+func terminalBackup(p v1.Phase) bool {
+	return p == v1.PhaseCompleted || p == v1.PhasePartiallyFailed || p == v1.PhaseFailed
+}
+
+func terminalVolume(p v1.VolumePhase) bool {
+	return p == v1.VolumePhaseCompleted || p == v1.VolumePhaseFailed || p == v1.VolumePhaseCanceled
+}
+
+// createBackup creates a Backup in the install namespace through the API, as a GitOps tool would.
+func (c *cluster) createBackup(t testing.TB, name string, spec v1.BackupSpec) {
+	t.Helper()
+	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: installNamespace}, Spec: spec}
+	if err := c.cl.Create(context.Background(), b); err != nil {
+		t.Fatalf("create Backup %s: %v", name, err)
+	}
+}
+
+// getBackup reads a Backup.
+func (c *cluster) getBackup(t testing.TB, name string) *v1.Backup {
+	t.Helper()
+	var b v1.Backup
+	if err := c.cl.Get(context.Background(), client.ObjectKey{Namespace: installNamespace, Name: name}, &b); err != nil {
+		t.Fatalf("read Backup %s: %v", name, err)
+	}
+	return &b
+}
+
+// waitBackup waits until the Backup reaches Completed, PartiallyFailed or Failed, and returns it. It fails
+// the test (the cluster's cleanup then dumps statuses and logs) at timeout, when the controller has not
+// picked the Backup up within pickupTimeout, or when a server process dies.
+func (c *cluster) waitBackup(t testing.TB, name string, timeout time.Duration) *v1.Backup {
+	t.Helper()
+	start := time.Now()
+	var b v1.Backup
+	c.waitFor(t, "Backup "+name+" to reach a terminal phase", timeout, func() (bool, error) {
+		if err := c.cl.Get(context.Background(), client.ObjectKey{Namespace: installNamespace, Name: name}, &b); err != nil {
+			return false, err
+		}
+		if (b.Status.Phase == "" || b.Status.Phase == v1.PhaseNew) && time.Since(start) > pickupTimeout {
+			t.Fatalf("Backup %s still has phase %q after %v: the controller has no Backup reconciler, or it is stuck", name, b.Status.Phase, pickupTimeout)
+		}
+		return terminalBackup(b.Status.Phase), fmt.Errorf("phase %q, %d of %d volumes done", b.Status.Phase, b.Status.VolumesCompleted, b.Status.VolumesTotal)
+	})
+	t.Logf("Backup %s: %s in %.1fs (%d volumes, %d completed, %d failed)", name, b.Status.Phase, time.Since(start).Seconds(),
+		b.Status.VolumesTotal, b.Status.VolumesCompleted, b.Status.VolumesFailed)
+	return &b
+}
+
+// volumeBackups lists the PodVolumeBackups of a Backup (label straddle.io/backup), keyed "namespace/pod/volume".
+func (c *cluster) volumeBackups(t testing.TB, backup string) map[string]v1.PodVolumeBackup {
+	t.Helper()
+	var list v1.PodVolumeBackupList
+	if err := c.cl.List(context.Background(), &list, client.InNamespace(installNamespace), client.MatchingLabels{v1.BackupLabel: backup}); err != nil {
+		t.Fatalf("list the PodVolumeBackups of %s: %v", backup, err)
+	}
+	out := map[string]v1.PodVolumeBackup{}
+	for _, p := range list.Items {
+		key := p.Spec.Pod.Namespace + "/" + p.Spec.Pod.Name + "/" + p.Spec.Volume
+		if _, dup := out[key]; dup {
+			t.Errorf("Backup %s has two PodVolumeBackups of %s", backup, key)
+		}
+		out[key] = p
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// phaseWatch polls every Backup and PodVolumeBackup while backups run and records each time a Backup is seen
+// terminal while one of its PodVolumeBackups is not (DESIGN §6: a Backup is Completed only when every
+// PodVolumeBackup is terminal). Backups are read before their PodVolumeBackups, and a PodVolumeBackup never
+// leaves a terminal phase, so a violation seen is a real one.
+type phaseWatch struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu         sync.Mutex
+	violations []string
+	polls      int
+}
+
+func (c *cluster) watchPhases(t testing.TB) *phaseWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &phaseWatch{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for ctx.Err() == nil {
+			w.poll(ctx, c.cl)
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(w.stopWatch)
+	return w
+}
+
+func (w *phaseWatch) poll(ctx context.Context, cl client.Client) {
+	var backups v1.BackupList
+	if err := cl.List(ctx, &backups, client.InNamespace(installNamespace)); err != nil {
+		return
+	}
+	var pvbs v1.PodVolumeBackupList
+	if err := cl.List(ctx, &pvbs, client.InNamespace(installNamespace)); err != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.polls++
+	for _, b := range backups.Items {
+		if !terminalBackup(b.Status.Phase) {
+			continue
+		}
+		for _, p := range pvbs.Items {
+			if p.Labels[v1.BackupLabel] == b.Name && !terminalVolume(p.Status.Phase) {
+				w.violations = append(w.violations, fmt.Sprintf("Backup %s was %s while PodVolumeBackup %s (%s/%s volume %s) was %q",
+					b.Name, b.Status.Phase, p.Name, p.Spec.Pod.Namespace, p.Spec.Pod.Name, p.Spec.Volume, p.Status.Phase))
+			}
+		}
+	}
+}
+
+func (w *phaseWatch) stopWatch() {
+	w.cancel()
+	<-w.done
+}
+
+// check stops the watch and fails the test on any violation it saw.
+func (w *phaseWatch) check(t testing.TB) {
+	t.Helper()
+	w.stopWatch()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.violations) > 0 {
+		t.Errorf("a Backup was terminal while a PodVolumeBackup still ran (%d times), first ones:\n  %s", len(w.violations),
+			strings.Join(w.violations[:min(len(w.violations), 5)], "\n  "))
+	}
+	t.Logf("phase watch: %d polls, no Backup terminal before its volumes", w.polls)
+}
