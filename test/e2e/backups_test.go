@@ -38,16 +38,6 @@ func (c *cluster) createBackup(t testing.TB, name string, spec v1.BackupSpec) {
 	}
 }
 
-// getBackup reads a Backup.
-func (c *cluster) getBackup(t testing.TB, name string) *v1.Backup {
-	t.Helper()
-	var b v1.Backup
-	if err := c.cl.Get(context.Background(), client.ObjectKey{Namespace: installNamespace, Name: name}, &b); err != nil {
-		t.Fatalf("read Backup %s: %v", name, err)
-	}
-	return &b
-}
-
 // waitBackup waits until the Backup reaches Completed, PartiallyFailed or Failed, and returns it. It fails
 // the test (the cluster's cleanup then dumps statuses and logs) at timeout, when the controller has not
 // picked the Backup up within pickupTimeout, or when a server process dies.
