@@ -187,10 +187,11 @@ func TestNodeAgentKilledMidBackup(t *testing.T) {
 	c.waitPodsRunning(t, "vault", 1)
 	watch := c.watchPhases(t)
 	c.createBackup(t, "killed", v1.BackupSpec{IncludedNamespaces: []string{"vault"}})
+	start := time.Now()
+	c.waitPickedUp(t, "killed")
 
 	var pvb v1.PodVolumeBackup
-	start := time.Now()
-	c.waitFor(t, "the big volume's PodVolumeBackup to start", pickupTimeout+time.Minute, func() (bool, error) {
+	c.waitFor(t, "the big volume's PodVolumeBackup to start", time.Minute, func() (bool, error) {
 		pvbs := c.volumeBackups(t, "killed")
 		pvb = pvbs["vault/big/blob"]
 		if terminalVolume(pvb.Status.Phase) {

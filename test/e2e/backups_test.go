@@ -38,19 +38,36 @@ func (c *cluster) createBackup(t testing.TB, name string, spec v1.BackupSpec) {
 	}
 }
 
+// waitPickedUp waits until the controller has given a Backup a phase past New. Past pickupTimeout the
+// controller is taken to have no Backup reconciler, rather than waiting out a whole backup's timeout.
+func (c *cluster) waitPickedUp(t testing.TB, name string) {
+	t.Helper()
+	var b v1.Backup
+	for deadline := time.Now().Add(pickupTimeout); ; time.Sleep(100 * time.Millisecond) {
+		err := c.cl.Get(context.Background(), client.ObjectKey{Namespace: installNamespace, Name: name}, &b)
+		if err == nil && b.Status.Phase != "" && b.Status.Phase != v1.PhaseNew {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Backup %s still has phase %q after %v (%v): the controller has no Backup reconciler, or it is stuck", name, b.Status.Phase, pickupTimeout, err)
+		}
+		if err := c.serversDied(); err != nil {
+			t.Fatalf("waiting for Backup %s to start: %v", name, err)
+		}
+	}
+}
+
 // waitBackup waits until the Backup reaches Completed, PartiallyFailed or Failed, and returns it. It fails
-// the test (the cluster's cleanup then dumps statuses and logs) at timeout, when the controller has not
-// picked the Backup up within pickupTimeout, or when a server process dies.
+// the test (the cluster's cleanup then dumps statuses and logs) when the controller does not pick it up (see
+// waitPickedUp), at timeout, or when a server process dies.
 func (c *cluster) waitBackup(t testing.TB, name string, timeout time.Duration) *v1.Backup {
 	t.Helper()
 	start := time.Now()
+	c.waitPickedUp(t, name)
 	var b v1.Backup
 	c.waitFor(t, "Backup "+name+" to reach a terminal phase", timeout, func() (bool, error) {
 		if err := c.cl.Get(context.Background(), client.ObjectKey{Namespace: installNamespace, Name: name}, &b); err != nil {
 			return false, err
-		}
-		if (b.Status.Phase == "" || b.Status.Phase == v1.PhaseNew) && time.Since(start) > pickupTimeout {
-			t.Fatalf("Backup %s still has phase %q after %v: the controller has no Backup reconciler, or it is stuck", name, b.Status.Phase, pickupTimeout)
 		}
 		return terminalBackup(b.Status.Phase), fmt.Errorf("phase %q, %d of %d volumes done", b.Status.Phase, b.Status.VolumesCompleted, b.Status.VolumesTotal)
 	})

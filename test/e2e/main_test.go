@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // straddleBin is the binary TestMain built; moduleRoot is the folder of go.mod.
@@ -34,6 +36,8 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	moduleRoot = root
+	// envtest logs through controller-runtime; its start-up chatter is not the test's output.
+	ctrllog.SetLogger(ctrllog.Log.WithSink(ctrllog.NullLogSink{}))
 	if err := checkTools(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
