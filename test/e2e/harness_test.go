@@ -226,6 +226,20 @@ func TestCompareTrees(t *testing.T) {
 	if err := compareTrees(a, copyOf(t)); err != nil {
 		t.Fatalf("a faithful copy differs: %v", err)
 	}
+	t.Run("skipped paths are left out on both sides", func(t *testing.T) {
+		b := copyOf(t)
+		if err := errors.Join(os.Chmod(b, mustMode(t, a)), os.WriteFile(filepath.Join(b, "blob"), []byte("other"), 0o600),
+			os.WriteFile(filepath.Join(b, "extra.tmp"), nil, 0o600)); err != nil {
+			t.Fatal(err)
+		}
+		skip := func(rel string) bool { return rel == "blob" || strings.HasSuffix(rel, ".tmp") }
+		if err := compareTreesExcept(a, b, skip); err != nil {
+			t.Errorf("differences only in skipped paths: %v", err)
+		}
+		if err := compareTreesExcept(a, b, func(rel string) bool { return rel == "blob" }); err == nil {
+			t.Error("an extra file not skipped went unnoticed")
+		}
+	})
 	for name, change := range map[string]struct {
 		mutate func(b string) error
 		want   string

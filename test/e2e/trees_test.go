@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -21,7 +22,11 @@ const maxDiffs = 20
 // compareTrees reports every difference between the trees at want and got: a path in one and not the
 // other, a different type or permission bits (of the roots too), different file content byte for byte, or a
 // different symlink target. nil means the trees are the same.
-func compareTrees(want, got string) error {
+func compareTrees(want, got string) error { return compareTreesExcept(want, got, nil) }
+
+// compareTreesExcept is compareTrees leaving out, on both sides, the relative paths skip says true for (a
+// nil skip leaves out nothing).
+func compareTreesExcept(want, got string, skip func(rel string) bool) error {
 	wantEntries, err := treeEntries(want)
 	if err != nil {
 		return err
@@ -29,6 +34,10 @@ func compareTrees(want, got string) error {
 	gotEntries, err := treeEntries(got)
 	if err != nil {
 		return err
+	}
+	if skip != nil {
+		maps.DeleteFunc(wantEntries, func(rel string, _ fs.FileMode) bool { return skip(rel) })
+		maps.DeleteFunc(gotEntries, func(rel string, _ fs.FileMode) bool { return skip(rel) })
 	}
 	var diffs []string
 	add := func(format string, args ...any) bool {
