@@ -251,14 +251,21 @@ func TestNodeAgentKilledMidBackup(t *testing.T) {
 	if pvb.Spec.Node != nodeB {
 		t.Fatalf("PodVolumeBackup %s is for node %q, want %s", pvb.Name, pvb.Spec.Node, nodeB)
 	}
-	// Let it upload a little, so the kill lands mid-data rather than before the first read.
-	time.Sleep(300 * time.Millisecond)
+	// Kill once the first pack is stored, so the kill lands mid-data with something uploaded that a retry
+	// may reuse, not before the first read.
+	var stored int64
+	c.waitFor(t, "the big volume's first pack in the bucket", time.Minute, func() (bool, error) {
+		stored = 0
+		for _, size := range c.bucketObjects(t, "repositories/vault/data/") {
+			stored += size
+		}
+		if p := c.volumeBackups(t, "killed")["vault/big/blob"]; terminalVolume(p.Status.Phase) {
+			t.Fatalf("the big volume's backup ended %s before the test could kill its node-agent: the volume is too small to catch it mid-backup", p.Status.Phase)
+		}
+		return stored > 0, nil
+	})
 	agent := c.agents[nodeB]
 	agent.kill9(t)
-	var stored int64
-	for _, size := range c.bucketObjects(t, "repositories/vault/data/") {
-		stored += size
-	}
 	t.Logf("killed the node-agent of %s %.1fs after the Backup was created, with %d bytes of packs stored", nodeB, time.Since(start).Seconds(), stored)
 	if err := c.cl.Get(context.Background(), client.ObjectKeyFromObject(&pvb), &pvb); err != nil {
 		t.Fatal(err)
