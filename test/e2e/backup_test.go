@@ -176,6 +176,15 @@ func TestBackupAcceptance(t *testing.T) {
 		}
 	})
 
+	t.Run("volume sizes are reported to the byte", func(t *testing.T) {
+		// Velero has reported tiny volumes as zero bytes; here 0, 1 and 200 MiB come out exact.
+		for key, want := range map[string]int64{"shop/legacy/empty": 0, "shop/legacy/state": 1, "db/big/blob": bigSize} {
+			if p := first[key].Status.Progress; p.BytesDone != want || p.BytesTotal != want {
+				t.Errorf("PodVolumeBackup of %s reports progress %+v, want %d of %d bytes", key, p, want, want)
+			}
+		}
+	})
+
 	t.Run("the CLI shows the backups", func(t *testing.T) {
 		res := c.cli(time.Minute, "backup", "get")
 		if res.err != nil || !strings.Contains(res.stdout, "shop-1") || !strings.Contains(res.stdout, "db-1") || !strings.Contains(res.stdout, "Completed") {
