@@ -51,7 +51,6 @@ type clusterOptions struct {
 // simulator. Everything stops when the test ends; on failure the test log gets the API objects' statuses and
 // every process's log.
 type cluster struct {
-	t          testing.TB
 	dir        string // the test's scratch space: host pods dirs, credentials, restores
 	logDir     string
 	kubeconfig string
@@ -68,7 +67,7 @@ type cluster struct {
 // is Available.
 func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), agents: map[string]*server{}}
+	c := &cluster{dir: t.TempDir(), agents: map[string]*server{}}
 	c.startLogs(t)
 	cfg := c.startControlPlane(t)
 

@@ -68,6 +68,7 @@ type kubelet struct {
 
 	mu       sync.Mutex
 	next     int                  // round-robin position
+	started  int                  // pods set Running so far, for their IPs
 	prepared map[types.UID]string // pods whose folders exist and which were set Running, by node
 	failures map[string]string    // last error per pod, for a failed test's dump
 	log      *os.File
@@ -385,8 +386,8 @@ func (k *kubelet) setRunning(ctx context.Context, cached *corev1.Pod) error {
 	now := metav1.Now()
 	nodeIndex := slices.Index(k.opts.nodes, pod.Spec.NodeName) + 1
 	k.mu.Lock()
-	k.next++
-	ip := fmt.Sprintf("10.244.%d.%d", nodeIndex, k.next%250+2)
+	k.started++
+	ip := fmt.Sprintf("10.244.%d.%d", nodeIndex, k.started%250+2)
 	k.mu.Unlock()
 	st := &pod.Status
 	st.Phase = corev1.PodRunning
