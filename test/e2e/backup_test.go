@@ -194,7 +194,7 @@ func TestBackupAcceptance(t *testing.T) {
 		if res.err != nil {
 			t.Fatalf("backup describe: %s", res)
 		}
-		for _, want := range []string{"postgres", "pgdata", "wal", "blob", "series", "creds", dbPVBs["db/big/blob"].Status.SnapshotID[:8]} {
+		for _, want := range []string{"postgres", "pgdata", "wal", "blob", "series", "creds", shortID(dbPVBs["db/big/blob"].Status.SnapshotID)} {
 			if !strings.Contains(res.stdout, want) {
 				t.Errorf("backup describe db-1 --details does not show %q:\n%s", want, res.stdout)
 			}
@@ -407,6 +407,9 @@ func noneExcludedRestored(target string, excluded func(string) bool) error {
 	}
 	return nil
 }
+
+// shortID is the prefix of a snapshot ID that tables show.
+func shortID(id string) string { return id[:min(len(id), 8)] }
 
 func mergeMaps[V any](maps ...map[string]V) map[string]V {
 	out := map[string]V{}
