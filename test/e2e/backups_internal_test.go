@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -36,13 +37,22 @@ func TestPhaseWatchSeesEarlyCompletion(t *testing.T) {
 		backup("running", v1.PhaseInProgress), pvb("running-vol", "running", v1.VolumePhaseInProgress),
 		backup("done", v1.PhaseCompleted), pvb("done-vol", "done", v1.VolumePhaseCompleted), pvb("done-failed", "done", v1.VolumePhaseFailed),
 	).Build()
-	w := &phaseWatch{}
+	stored := map[string]bool{"early": true}
+	w := &phaseWatch{checked: map[string]bool{}, stored: func(_ context.Context, backup string) error {
+		if !stored[backup] {
+			return fmt.Errorf("no backups/%s/backup.json", backup)
+		}
+		return nil
+	}}
 	w.poll(context.Background(), cl)
-	if w.polls != 1 || len(w.violations) != 2 {
-		t.Fatalf("polls %d, violations %q; want the two early ones", w.polls, w.violations)
+	stored["done"] = true // metadata arriving after the Completed phase was seen is still too late
+	w.poll(context.Background(), cl)
+	if w.polls != 2 || len(w.violations) != 5 {
+		t.Fatalf("polls %d, violations %q; want the two early ones twice and done's missing metadata once", w.polls, w.violations)
 	}
 	all := strings.Join(w.violations, "\n")
-	for _, want := range []string{"Backup early was Completed while PodVolumeBackup early-running", "Backup failed-early was PartiallyFailed while PodVolumeBackup failed-new"} {
+	for _, want := range []string{"Backup early was Completed while PodVolumeBackup early-running", "Backup failed-early was PartiallyFailed while PodVolumeBackup failed-new",
+		"Backup done was Completed before its metadata was in the bucket: no backups/done/backup.json"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("violations %q lack %q", w.violations, want)
 		}

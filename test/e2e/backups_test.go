@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/repo/storage/s3"
 )
 
 // pickupTimeout bounds how long a new Backup may wait for the controller to give it a phase; past it the
@@ -106,19 +107,42 @@ func sortedKeys[V any](m map[string]V) []string {
 // phaseWatch polls every Backup and PodVolumeBackup while backups run and records each time a Backup is seen
 // terminal while one of its PodVolumeBackups is not (DESIGN §6: a Backup is Completed only when every
 // PodVolumeBackup is terminal). Backups are read before their PodVolumeBackups, and a PodVolumeBackup never
-// leaves a terminal phase, so a violation seen is a real one.
+// leaves a terminal phase, so a violation seen is a real one. The first time a Backup is seen Completed, its
+// metadata must already be in the bucket (DESIGN §6: written before the Backup turns Completed), which a
+// check after the test's wait could not tell from metadata written just after.
 type phaseWatch struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// stored, when set, says why a Completed Backup's metadata is not in the bucket, or nil.
+	stored func(ctx context.Context, backup string) error
 
 	mu         sync.Mutex
 	violations []string
 	polls      int
+	checked    map[string]bool // Completed Backups whose metadata was looked for
 }
 
+// backupMetadata are the objects every Completed Backup has in its folder, backups/<name>/.
+var backupMetadata = []string{"backup.json", "resources.tar.zst"}
+
 func (c *cluster) watchPhases(t testing.TB) *phaseWatch {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &phaseWatch{cancel: cancel, done: make(chan struct{})}
+	be, err := s3.Open(ctx, c.minio.Options(c.bucket, ""))
+	if err != nil {
+		cancel()
+		t.Fatalf("open bucket %s: %v", c.bucket, err)
+	}
+	w := &phaseWatch{cancel: cancel, done: make(chan struct{}), checked: map[string]bool{},
+		stored: func(ctx context.Context, backup string) error {
+			for _, name := range backupMetadata {
+				key := "backups/" + backup + "/" + name
+				if _, err := be.Stat(ctx, key); err != nil {
+					return fmt.Errorf("%s: %w", key, err)
+				}
+			}
+			return nil
+		}}
 	go func() {
 		defer close(w.done)
 		for ctx.Err() == nil {
@@ -149,6 +173,12 @@ func (w *phaseWatch) poll(ctx context.Context, cl client.Client) {
 		if !terminalBackup(b.Status.Phase) {
 			continue
 		}
+		if b.Status.Phase == v1.PhaseCompleted && w.stored != nil && !w.checked[b.Name] {
+			w.checked[b.Name] = true
+			if err := w.stored(ctx, b.Name); err != nil && ctx.Err() == nil {
+				w.violations = append(w.violations, fmt.Sprintf("Backup %s was Completed before its metadata was in the bucket: %v", b.Name, err))
+			}
+		}
 		for _, p := range pvbs.Items {
 			if p.Labels[v1.BackupLabel] == b.Name && !terminalVolume(p.Status.Phase) {
 				w.violations = append(w.violations, fmt.Sprintf("Backup %s was %s while PodVolumeBackup %s (%s/%s volume %s) was %q",
@@ -173,5 +203,5 @@ func (w *phaseWatch) check(t testing.TB) {
 		t.Errorf("a Backup was terminal while a PodVolumeBackup still ran (%d times), first ones:\n  %s", len(w.violations),
 			strings.Join(w.violations[:min(len(w.violations), 5)], "\n  "))
 	}
-	t.Logf("phase watch: %d polls, no Backup terminal before its volumes", w.polls)
+	t.Logf("phase watch: %d polls, no Backup terminal before its volumes; %d Completed with their metadata stored", w.polls, len(w.checked))
 }
