@@ -115,18 +115,22 @@ func (c *cluster) createAcceptancePods(t *testing.T) {
 // TestBackupAcceptance is issue 5's acceptance test: every way of choosing volumes, every size of volume, a
 // CSI claim and a skipped Secret; every snapshot restores byte for byte; the backup's metadata is in the
 // bucket; no Backup is terminal before its volumes; a second backup of unchanged data adds almost nothing.
+//
+// The install defaults to default-all (install and controller --default-volumes-to-fs-backup), so shop's
+// Backups turn it off themselves (the CLI flag set to false, spec.defaultVolumesToFsBackup false), db-1 turns
+// it on itself, and db-2 leaves it to the install's default.
 func TestBackupAcceptance(t *testing.T) {
-	c := startCluster(t, clusterOptions{Fill: acceptanceData.fill})
+	c := startCluster(t, clusterOptions{Fill: acceptanceData.fill, DefaultVolumesToFsBackup: true})
 	c.createAcceptancePods(t)
 	watch := c.watchPhases(t)
-	defaultAll := true
+	defaultAll, annotated := true, false
 
 	// Round 1: default-all for db through the API, annotations for shop through the CLI, both at once.
 	round := time.Now()
 	c.createBackup(t, "db-1", v1.BackupSpec{IncludedNamespaces: []string{"db"}, DefaultVolumesToFsBackup: &defaultAll})
-	if res := c.cli(backupTimeout, "backup", "create", "shop-1", "--include-namespaces", "shop", "--wait"); res.err != nil {
+	if res := c.cli(backupTimeout, "backup", "create", "shop-1", "--include-namespaces", "shop", "--default-volumes-to-fs-backup=false", "--wait"); res.err != nil {
 		t.Errorf("backup create --wait must succeed for a Completed backup: %s", res)
-		c.createBackupIfMissing(t, "shop-1", v1.BackupSpec{IncludedNamespaces: []string{"shop"}})
+		c.createBackupIfMissing(t, "shop-1", v1.BackupSpec{IncludedNamespaces: []string{"shop"}, DefaultVolumesToFsBackup: &annotated})
 	}
 	db1 := c.waitBackup(t, "db-1", backupTimeout)
 	shop1 := c.waitBackup(t, "shop-1", backupTimeout)
@@ -214,8 +218,8 @@ func TestBackupAcceptance(t *testing.T) {
 
 	// Round 2: the same data again; nothing changed, so almost nothing is added.
 	round = time.Now()
-	c.createBackup(t, "db-2", v1.BackupSpec{IncludedNamespaces: []string{"db"}, DefaultVolumesToFsBackup: &defaultAll})
-	c.createBackup(t, "shop-2", v1.BackupSpec{IncludedNamespaces: []string{"shop"}})
+	c.createBackup(t, "db-2", v1.BackupSpec{IncludedNamespaces: []string{"db"}})
+	c.createBackup(t, "shop-2", v1.BackupSpec{IncludedNamespaces: []string{"shop"}, DefaultVolumesToFsBackup: &annotated})
 	second := mergeMaps(c.checkCompleted(t, c.waitBackup(t, "db-2", backupTimeout), dbVolumes),
 		c.checkCompleted(t, c.waitBackup(t, "shop-2", backupTimeout), shopVolumes))
 	t.Logf("second backups of shop and db took %.1fs", time.Since(round).Seconds())
