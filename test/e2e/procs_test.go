@@ -59,6 +59,8 @@ func (s *server) start(t testing.TB) {
 	fmt.Fprintf(log, "=== e2e: start %d of %s at %s: straddle %s\n", s.starts, s.name, time.Now().Format(time.RFC3339Nano), strings.Join(s.args, " "))
 	cmd := exec.Command(straddleBin, append(append([]string{}, s.args...), "--health-probe-bind-address", probe, "--metrics-bind-address", "0")...)
 	cmd.Stdout, cmd.Stderr = log, log
+	// A test binary killed by its timeout runs no cleanup; its servers must not outlive it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		s.mu.Unlock()
 		log.Close()
@@ -257,6 +259,7 @@ func runStraddle(timeout time.Duration, env []string, args ...string) cliResult 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, straddleBin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
