@@ -41,8 +41,9 @@ type server struct {
 func startServer(t testing.TB, name, logPath string, args ...string) *server {
 	t.Helper()
 	s := &server{name: name, args: args, logPath: logPath}
+	// Registered first, so a server that never gets ready is stopped too.
+	t.Cleanup(s.stop)
 	s.start(t)
-	t.Cleanup(func() { s.stop() })
 	return s
 }
 
