@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/klog/v2/textlogger"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -32,6 +33,7 @@ type serverFlags struct {
 	namespace   string
 	metricsAddr string
 	probeAddr   string
+	verbosity   int
 }
 
 func (f *serverFlags) register(cmd *cobra.Command) {
@@ -39,6 +41,7 @@ func (f *serverFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.namespace, "namespace", deploy.DefaultNamespace, "namespace Straddle is installed in")
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	cmd.Flags().StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	cmd.Flags().IntVarP(&f.verbosity, "v", "v", 0, "log verbosity (0: what a reconciler did and what failed; higher: more detail)")
 }
 
 func (f *serverFlags) manager(opts ctrl.Options) (ctrl.Manager, error) {
@@ -54,6 +57,9 @@ func (f *serverFlags) manager(opts ctrl.Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	opts.Scheme = scheme
+	// Without a logger controller-runtime drops its own logs (and says so): the servers log klog-style text to
+	// stderr, which the kubelet collects.
+	ctrl.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(f.verbosity), textlogger.Output(os.Stderr))))
 	opts.Metrics = metricsserver.Options{BindAddress: f.metricsAddr}
 	opts.HealthProbeBindAddress = f.probeAddr
 	mgr, err := ctrl.NewManager(cfg, opts)
