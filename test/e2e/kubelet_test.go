@@ -68,6 +68,7 @@ type kubelet struct {
 
 	mu       sync.Mutex
 	next     int                  // round-robin position
+	chosen   map[types.UID]string // the round-robin choice per pod, so a retried bind does not move the rotation
 	started  int                  // pods set Running so far, for their IPs
 	prepared map[types.UID]string // pods whose folders exist and which were set Running, by node
 	failures map[string]string    // last error per pod, for a failed test's dump
@@ -87,7 +88,7 @@ func startKubelet(t *testing.T, cfg *rest.Config, opts kubeletOptions) *kubelet 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &kubelet{opts: opts, cs: cs, kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
-		prepared: map[types.UID]string{}, failures: map[string]string{}, log: log}
+		prepared: map[types.UID]string{}, chosen: map[types.UID]string{}, failures: map[string]string{}, log: log}
 	factory := informers.NewSharedInformerFactory(cs, 0)
 	inf := factory.Core().V1().Pods().Informer()
 	poke := func(any) { k.poke() }
@@ -209,8 +210,12 @@ func (k *kubelet) bind(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if node == "" {
 		k.mu.Lock()
-		node = k.opts.nodes[k.next%len(k.opts.nodes)]
-		k.next++
+		node = k.chosen[pod.UID]
+		if node == "" {
+			node = k.opts.nodes[k.next%len(k.opts.nodes)]
+			k.next++
+			k.chosen[pod.UID] = node
+		}
 		k.mu.Unlock()
 	}
 	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
