@@ -170,17 +170,39 @@ func customizeWorkload(o *unstructured.Unstructured, opts Options) error {
 	if err := unstructured.SetNestedSlice(o.Object, containers, append(spec, "containers")...); err != nil {
 		return err
 	}
+	volumes, _, _ := unstructured.NestedSlice(o.Object, append(spec, "volumes")...)
 	if o.GetKind() == "DaemonSet" && opts.HostPodsDir != "" {
-		volumes, _, _ := unstructured.NestedSlice(o.Object, append(spec, "volumes")...)
 		for _, v := range volumes {
-			if hp, ok := v.(map[string]any)["hostPath"].(map[string]any); ok {
+			if hp, ok := v.(map[string]any)["hostPath"].(map[string]any); ok && v.(map[string]any)["name"] == "host-pods" {
 				hp["path"] = opts.HostPodsDir
 			}
 		}
-		return unstructured.SetNestedSlice(o.Object, volumes, append(spec, "volumes")...)
 	}
-	return nil
+	if opts.Storage.Provider == "filesystem" {
+		// A directory location is read and written by the controller (metadata) and every node-agent
+		// (repositories) at the same path; on a cluster it is a shared mount (NFS, say) on every node.
+		volumes = append(volumes, map[string]any{"name": locationVolume,
+			"hostPath": map[string]any{"path": opts.Storage.Path, "type": "DirectoryOrCreate"}})
+		for _, c := range containers {
+			cm := c.(map[string]any)
+			mounts, _, _ := unstructured.NestedSlice(cm, "volumeMounts")
+			mounts = append(mounts, map[string]any{"name": locationVolume, "mountPath": opts.Storage.Path})
+			if err := unstructured.SetNestedSlice(cm, mounts, "volumeMounts"); err != nil {
+				return err
+			}
+		}
+		if err := unstructured.SetNestedSlice(o.Object, containers, append(spec, "containers")...); err != nil {
+			return err
+		}
+	}
+	if len(volumes) == 0 {
+		return nil
+	}
+	return unstructured.SetNestedSlice(o.Object, volumes, append(spec, "volumes")...)
 }
+
+// locationVolume names the mount of a filesystem storage location in the controller and node-agent pods.
+const locationVolume = "backup-location"
 
 // setFlag sets --name=value in args, replacing an earlier value.
 func setFlag(args []string, name, value string) []string {

@@ -97,3 +97,51 @@ func TestImageRewrite(t *testing.T) {
 		}
 	}
 }
+
+// A directory location must be visible, at its own path, to the controller and every node-agent.
+func TestRenderMountsAFilesystemLocation(t *testing.T) {
+	objs, err := Render(Options{HostPodsDir: "/var/lib/k0s/kubelet/pods", Storage: Storage{Provider: "filesystem", Path: "/srv/backups", RepositoryPassword: []byte("pw")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"Deployment", "DaemonSet"} {
+		name := map[string]string{"Deployment": "straddle-controller", "DaemonSet": "straddle-node-agent"}[kind]
+		o := find(t, objs, kind, name)
+		volumes, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+		var paths []string
+		for _, v := range volumes {
+			if hp, ok := v.(map[string]any)["hostPath"].(map[string]any); ok {
+				paths = append(paths, v.(map[string]any)["name"].(string)+"="+hp["path"].(string))
+			}
+		}
+		want := []string{"backup-location=/srv/backups"}
+		if kind == "DaemonSet" {
+			want = []string{"host-pods=/var/lib/k0s/kubelet/pods", "backup-location=/srv/backups"}
+		}
+		if !slices.Equal(paths, want) {
+			t.Errorf("%s hostPath volumes %v, want %v", kind, paths, want)
+		}
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		mounts, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "volumeMounts")
+		found := false
+		for _, m := range mounts {
+			if m.(map[string]any)["name"] == "backup-location" && m.(map[string]any)["mountPath"] == "/srv/backups" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s does not mount the location at /srv/backups: %v", kind, mounts)
+		}
+	}
+	objs, err = Render(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := YAML(&buf, objs); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "backup-location") {
+		t.Error("an install without a directory location mounts one")
+	}
+}
