@@ -166,7 +166,8 @@ func (o *restoreCreateOptions) run(ctx context.Context, name string, now time.Ti
 	if err != nil {
 		return err
 	}
-	if err := checkRestorableBackup(ctx, cl, o.namespace, spec.BackupName); err != nil {
+	inCluster, err := checkRestorableBackup(ctx, cl, o.namespace, spec.BackupName)
+	if err != nil {
 		return err
 	}
 	r := &v1.Restore{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: o.namespace}, Spec: spec}
@@ -179,6 +180,10 @@ func (o *restoreCreateOptions) run(ctx context.Context, name string, now time.Ti
 		return fmt.Errorf("create restore %s/%s: %w", o.namespace, name, installHint(err))
 	}
 	fmt.Fprintf(out, "Restore %q created from backup %q. See: straddle restore describe %s\n", name, spec.BackupName, name)
+	if !inCluster {
+		// Said so that a mistyped name is noticed now rather than when the controller fails to find it.
+		fmt.Fprintf(out, "Backup %q is not in this cluster: the controller reads it from the storage location.\n", spec.BackupName)
+	}
 	if !o.wait {
 		return nil
 	}
@@ -186,22 +191,23 @@ func (o *restoreCreateOptions) run(ctx context.Context, name string, now time.Ti
 	return w.wait(ctx)
 }
 
-// checkRestorableBackup refuses a backup this cluster knows is not (yet) restorable. A backup that is not
-// here at all is fine: a new cluster has no Backup objects, and the controller reads the backup from storage.
-func checkRestorableBackup(ctx context.Context, cl client.Client, namespace, name string) error {
+// checkRestorableBackup refuses a backup this cluster knows is not (yet) restorable, and says whether the
+// cluster holds it. A backup that is not here at all is fine: a new cluster has no Backup objects, and the
+// controller reads the backup from storage.
+func checkRestorableBackup(ctx context.Context, cl client.Client, namespace, name string) (inCluster bool, err error) {
 	b, err := getBackup(ctx, cl, namespace, name)
 	if errors.As(err, new(*backupNotFoundError)) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch phase := phaseOf(b); phase {
 	case v1.PhaseCompleted, v1.PhasePartiallyFailed:
-		return nil
+		return true, nil
 	case v1.PhaseFailed, v1.PhaseDeleting:
-		return fmt.Errorf("backup %q is %s, so there is nothing to restore from it (straddle backup describe %s says why)", name, phase, name)
+		return true, fmt.Errorf("backup %q is %s, so there is nothing to restore from it (straddle backup describe %s says why)", name, phase, name)
 	default:
-		return fmt.Errorf("backup %q is %s, not Completed or PartiallyFailed: restore it once it has ended (straddle backup describe %s shows its progress)", name, phase, name)
+		return true, fmt.Errorf("backup %q is %s, not Completed or PartiallyFailed: restore it once it has ended (straddle backup describe %s shows its progress)", name, phase, name)
 	}
 }

@@ -90,6 +90,9 @@ func (e *restoreTestEnv) testCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(out, `Backup "from-another-cluster" is not in this cluster: the controller reads it from the storage location.`) {
+		t.Errorf("create of a backup not in the cluster does not say so: %q", out)
+	}
 	name := regexp.MustCompile(`"(from-another-cluster-\d{14})"`).FindStringSubmatch(out)
 	if name == nil {
 		t.Fatalf("create without a name printed %q", out)

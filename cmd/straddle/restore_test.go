@@ -136,9 +136,9 @@ func TestCheckRestorableBackup(t *testing.T) {
 		backup("running", v1.PhaseInProgress), backup("new", ""), backup("failed", v1.PhaseFailed), backup("going", v1.PhaseDeleting)).Build()
 	ctx := context.Background()
 	// A backup this cluster has never seen is read from storage by the controller: no reason to refuse.
-	for _, ok := range []string{"done", "partly", "elsewhere"} {
-		if err := checkRestorableBackup(ctx, cl, "straddle", ok); err != nil {
-			t.Errorf("backup %s refused: %v", ok, err)
+	for name, here := range map[string]bool{"done": true, "partly": true, "elsewhere": false} {
+		if inCluster, err := checkRestorableBackup(ctx, cl, "straddle", name); err != nil || inCluster != here {
+			t.Errorf("backup %s: in cluster %v, %v; want %v and no error", name, inCluster, err, here)
 		}
 	}
 	for name, want := range map[string]string{
@@ -147,7 +147,7 @@ func TestCheckRestorableBackup(t *testing.T) {
 		"failed":  `backup "failed" is Failed, so there is nothing to restore`,
 		"going":   `backup "going" is Deleting`,
 	} {
-		if err := checkRestorableBackup(ctx, cl, "straddle", name); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := checkRestorableBackup(ctx, cl, "straddle", name); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("backup %s: %v, want %q", name, err, want)
 		}
 	}
@@ -156,7 +156,7 @@ func TestCheckRestorableBackup(t *testing.T) {
 			return errors.New("connection refused")
 		},
 	}).Build()
-	if err := checkRestorableBackup(ctx, broken, "straddle", "done"); err == nil || !strings.Contains(err.Error(), "read backup straddle/done: connection refused") {
+	if _, err := checkRestorableBackup(ctx, broken, "straddle", "done"); err == nil || !strings.Contains(err.Error(), "read backup straddle/done: connection refused") {
 		t.Errorf("a failed read: %v", err)
 	}
 }
