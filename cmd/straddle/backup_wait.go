@@ -131,6 +131,12 @@ type liveView struct {
 }
 
 func (v *liveView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Duration, hint string) {
+	v.draw(func(maxVolumes int) []string { return progressViewLines(b, pvbs, elapsed, maxVolumes) }, hint)
+}
+
+// draw redraws the lines that lines returns for at most maxVolumes volume lines (0: no limit), then the hint:
+// the part of the live view that backups and restores share.
+func (v *liveView) draw(lines func(maxVolumes int) []string, hint string) {
 	width, maxVolumes := 0, 0
 	if v.size != nil {
 		if w, h, err := v.size(); err == nil && w > 0 && h > 0 {
@@ -143,15 +149,15 @@ func (v *liveView) show(b *v1.Backup, pvbs []v1.PodVolumeBackup, elapsed time.Du
 		// Back to the first line of the last draw, and clear from there down: the volume list may shrink.
 		fmt.Fprintf(&sb, "\033[%dA\r\033[J", v.drawn)
 	}
-	lines := progressViewLines(b, pvbs, elapsed, maxVolumes)
+	drawn := lines(maxVolumes)
 	if hint != "" {
-		lines = append(lines, hint)
+		drawn = append(drawn, hint)
 	}
-	for _, l := range lines {
+	for _, l := range drawn {
 		sb.WriteString(fitWidth(l, width))
 		sb.WriteByte('\n')
 	}
-	v.drawn = len(lines)
+	v.drawn = len(drawn)
 	_, _ = io.WriteString(v.w, sb.String())
 }
 
