@@ -57,6 +57,10 @@ func (f *serverFlags) manager(opts ctrl.Options) (ctrl.Manager, error) {
 		return nil, err
 	}
 	opts.Scheme = scheme
+	// controller-runtime refuses a controller name seen before in the process, to keep metric series apart. A
+	// server process builds one manager; the command's tests build one per run in a single process.
+	skip := true
+	opts.Controller.SkipNameValidation = &skip
 	// Without a logger controller-runtime drops its own logs (and says so): the servers log klog-style text to
 	// stderr, which the kubelet collects.
 	ctrl.SetLogger(textlogger.NewLogger(textlogger.NewConfig(textlogger.Verbosity(f.verbosity), textlogger.Output(os.Stderr))))
