@@ -130,6 +130,9 @@ func (r *RestoreReconciler) startRestore(ctx context.Context, rs *v1.Restore) (c
 func (r *RestoreReconciler) failRestore(ctx context.Context, rs *v1.Restore, reason string) (ctrl.Result, error) {
 	now := metav1.NewTime(r.Clock.Now())
 	err := r.updateStatus(ctx, rs, func(s *v1.RestoreStatus) bool {
+		if s.Phase != "" && s.Phase != v1.PhaseNew && s.Phase != v1.PhaseInProgress {
+			return false
+		}
 		s.Phase = v1.PhaseFailed
 		s.Errors = append(s.Errors, reason)
 		s.CompletionTimestamp = &now
@@ -169,6 +172,21 @@ func (r *RestoreReconciler) updateStatus(ctx context.Context, rs *v1.Restore, mu
 		return fmt.Errorf("update status of restore %s: %w", rs.Name, err)
 	}
 	return nil
+}
+
+// storeStatus stores a status computed from what the reconcile read; a conflict means the restore moved on
+// meanwhile, so it is looked at again with fresh data rather than overwritten.
+func (r *RestoreReconciler) storeStatus(ctx context.Context, rs *v1.Restore) (retry bool, err error) {
+	err = r.Client.Status().Update(ctx, rs)
+	switch {
+	case err == nil:
+		return false, nil
+	case apierrors.IsConflict(err):
+		return true, nil
+	case apierrors.IsNotFound(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("update status of restore %s: %w", rs.Name, err)
 }
 
 func (r *RestoreReconciler) priorities() []string {

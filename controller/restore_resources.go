@@ -46,6 +46,14 @@ type restoreOutcome struct {
 // marks the resources restored. Objects are created once: a crash before the status is stored makes the next
 // try find them "already exists", which is reported, not harmful.
 func (r *RestoreReconciler) restoreResources(ctx context.Context, rs *v1.Restore) (ctrl.Result, error) {
+	// The cache may not show yet that the objects were created a moment ago (the restored pods' events come
+	// back faster than the Restore's); creating them again would report them all as existing.
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(rs), rs); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if rs.Status.Phase != v1.PhaseInProgress || meta.IsStatusConditionTrue(rs.Status.Conditions, ConditionResourcesRestored) {
+		return ctrl.Result{}, nil
+	}
 	loc, problem, err := r.findBackup(ctx, rs.Spec.BackupName)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -69,6 +77,9 @@ func (r *RestoreReconciler) restoreResources(ctx context.Context, rs *v1.Restore
 	}
 	out := r.createObjects(ctx, rs, sb, RestoreHelperFromConfigMap(cmp))
 	err = r.updateStatus(ctx, rs, func(s *v1.RestoreStatus) bool {
+		if s.Phase != v1.PhaseInProgress || meta.IsStatusConditionTrue(s.Conditions, ConditionResourcesRestored) {
+			return false
+		}
 		s.Resources = nil
 		for _, res := range slices.Sorted(maps.Keys(out.counts)) {
 			s.Resources = append(s.Resources, v1.ResourceCount{Resource: res, Count: out.counts[res]})

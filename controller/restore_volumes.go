@@ -19,6 +19,9 @@ import (
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 )
 
+// conflictRetry is how soon a restore whose status update met a conflict is looked at again.
+const conflictRetry = 100 * time.Millisecond
+
 // restoredPod is one pod of this restore with volumes to fill.
 type restoredPod struct {
 	pod     *corev1.Pod
@@ -32,8 +35,10 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if countVolumes(pods) < rs.Status.VolumesTotal {
-		// Pods created a moment ago may not be in the cache yet; a lagging cache must not read as lost pods.
+	now := r.Clock.Now()
+	if countVolumes(pods) < rs.Status.VolumesTotal || r.anyOverdue(pods, now) {
+		// Pods created (or bound) a moment ago may not show so in the cache yet; a lagging cache must not
+		// read as lost pods, or as pods that never got a node.
 		if pods, err = r.restoredPods(ctx, r.APIReader, rs); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -54,7 +59,6 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 		return err
 	}
 	before := rs.Status.DeepCopy()
-	now := r.Clock.Now()
 	var p v1.Progress
 	completed, failed, seen := 0, 0, 0
 	var wake time.Duration
@@ -115,9 +119,8 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 		return r.finishRestore(ctx, rs, pvrs)
 	}
 	if !equality.Semantic.DeepEqual(before, &rs.Status) {
-		status := rs.Status
-		if err := r.updateStatus(ctx, rs, func(s *v1.RestoreStatus) bool { *s = status; return true }); err != nil {
-			return ctrl.Result{}, err
+		if again, err := r.storeStatus(ctx, rs); again || err != nil {
+			return ctrl.Result{RequeueAfter: conflictRetry}, err
 		}
 	}
 	// Pods getting a node and PodVolumeRestores changing wake the restore through the watches; only the
@@ -131,14 +134,14 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 // finishRestore records the terminal phase: Completed only if every object and every volume came back.
 func (r *RestoreReconciler) finishRestore(ctx context.Context, rs *v1.Restore, pvrs map[string]*v1.PodVolumeRestore) (ctrl.Result, error) {
 	now := metav1.NewTime(r.Clock.Now())
-	status := rs.Status
+	status := &rs.Status
 	status.Phase = v1.PhaseCompleted
 	if len(status.Errors) > 0 || status.VolumesFailed > 0 {
 		status.Phase = v1.PhasePartiallyFailed
 	}
 	status.CompletionTimestamp = &now
-	if err := r.updateStatus(ctx, rs, func(s *v1.RestoreStatus) bool { *s = status; return true }); err != nil {
-		return ctrl.Result{}, err
+	if again, err := r.storeStatus(ctx, rs); again || err != nil {
+		return ctrl.Result{RequeueAfter: conflictRetry}, err
 	}
 	eventType := corev1.EventTypeNormal
 	if status.Phase != v1.PhaseCompleted {
@@ -209,6 +212,16 @@ func (r *RestoreReconciler) restoredPods(ctx context.Context, reader client.Read
 		out = append(out, restoredPod{pod: pod, volumes: rv})
 	}
 	return out, nil
+}
+
+// anyOverdue reports whether a pod is still without a node past the volume timeout.
+func (r *RestoreReconciler) anyOverdue(pods []restoredPod, now time.Time) bool {
+	for _, rp := range pods {
+		if rp.pod.Spec.NodeName == "" && !now.Before(rp.pod.CreationTimestamp.Add(r.volumeTimeout())) {
+			return true
+		}
+	}
+	return false
 }
 
 func countVolumes(pods []restoredPod) int {
