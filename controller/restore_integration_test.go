@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
@@ -511,4 +512,73 @@ func TestRestoreInFreshClusterFromMinIO(t *testing.T) {
 	}
 	re.setPVR(pvrs[0].Name, v1.VolumePhaseCompleted, v1.Progress{}, "")
 	re.waitRestorePhase("migrate", v1.PhaseCompleted)
+}
+
+// deleteNamespace deletes a namespace for good, doing what kube-controller-manager would (envtest has none):
+// its objects are deleted, then the namespace is finalized.
+func deleteNamespace(t *testing.T, ctx context.Context, cfg *rest.Config, cl client.Client, ns string) {
+	t.Helper()
+	for _, list := range []client.ObjectList{&corev1.PodList{}, &appsv1.DeploymentList{}, &corev1.ServiceList{}, &corev1.PersistentVolumeClaimList{},
+		&corev1.ConfigMapList{}, &corev1.SecretList{}} {
+		if err := cl.List(ctx, list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, item := range items {
+			o := item.(client.Object)
+			if len(o.GetFinalizers()) > 0 {
+				o.SetFinalizers(nil)
+				if err := cl.Update(ctx, o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := cl.Delete(ctx, o, client.GracePeriodSeconds(0)); err != nil && !apierrors.IsNotFound(err) {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := cl.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nsObj corev1.Namespace
+	if err := cl.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Spec.Finalizers = nil
+	if _, err := cs.CoreV1().Namespaces().Finalize(ctx, &nsObj, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("finalize namespace %s: %v", ns, err)
+	}
+	waitFor(t, "namespace "+ns+" gone", func() bool {
+		return apierrors.IsNotFound(cl.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}))
+	})
+}
+
+// TestRestoreAfterNamespaceDeleted is the scene users rehearse: the namespace is deleted by mistake, and the
+// restore brings it back where it was.
+func TestRestoreAfterNamespaceDeleted(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	s := backupSeed(t, e)
+	deleteNamespace(t, e.ctx, restConfig, e.cl, s.ns)
+	re := startRestores(t, e.ctx, restConfig, e.ns, nil)
+	re.restore("oops", v1.RestoreSpec{BackupName: s.backup, IncludedNamespaces: []string{s.ns}})
+	rs := re.waitResources("oops")
+	if rs.Status.Phase != v1.PhaseInProgress || rs.Status.VolumesTotal != 1 || len(rs.Status.Errors) != 0 || len(rs.Status.SkippedResources) != 0 {
+		t.Fatalf("status %+v", rs.Status)
+	}
+	pod := checkRestoredObjects(t, e.ctx, e.cl, s, s.ns, rs, DefaultRestoreHelper.Image)
+	re.bind(s.ns, "db-0", "node-a")
+	var pvrs []v1.PodVolumeRestore
+	waitFor(t, "PodVolumeRestore", func() bool { pvrs = re.pvrs("oops"); return len(pvrs) == 1 })
+	if sp := pvrs[0].Spec; sp.Pod.UID != string(pod.UID) || sp.SourceNamespace != s.ns || sp.Pod.Namespace != s.ns {
+		t.Errorf("spec %+v", sp)
+	}
+	re.setPVR(pvrs[0].Name, v1.VolumePhaseCompleted, v1.Progress{}, "")
+	re.waitRestorePhase("oops", v1.PhaseCompleted)
 }
