@@ -117,6 +117,19 @@ func StripForRestore(obj *unstructured.Unstructured, resource, namespace string)
 	}
 }
 
+// finishedPod says why an archived pod is not restored: one that had run to its end (a Job's, say) would
+// run again. "" for any other object.
+func finishedPod(resource string, obj *unstructured.Unstructured) string {
+	if resource != "pods" {
+		return ""
+	}
+	switch phase, _, _ := unstructured.NestedString(obj.Object, "status", "phase"); corev1.PodPhase(phase) {
+	case corev1.PodSucceeded, corev1.PodFailed:
+		return fmt.Sprintf("pod had finished (%s): restoring it would run it again", phase)
+	}
+	return ""
+}
+
 // RestoreWaitContainer is the name of the init container that holds a restored pod until its volumes' data
 // is in place (contract with the restore helper, DESIGN §8).
 const RestoreWaitContainer = "restore-wait"

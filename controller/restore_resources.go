@@ -184,6 +184,10 @@ func (r *RestoreReconciler) createObject(ctx context.Context, rs *v1.Restore, re
 		skip(fmt.Sprintf("kind %s is not namespaced in this cluster", gvk))
 		return
 	}
+	if reason := finishedPod(res, obj); reason != "" {
+		skip(reason)
+		return
+	}
 	err, done := ensured[target]
 	if !done {
 		var created bool

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -222,5 +223,19 @@ func TestBackedUpVolumes(t *testing.T) {
 	})
 	if len(got) != 2 || len(got["a/p"]) != 1 || got["a/p"]["data"] != "s1" || got["b/p"]["data"] != "s2" {
 		t.Errorf("got %v", got)
+	}
+}
+
+func TestFinishedPodsAreNotRestored(t *testing.T) {
+	for _, tc := range []struct {
+		resource, phase string
+		skipped         bool
+	}{
+		{"pods", "Succeeded", true}, {"pods", "Failed", true}, {"pods", "Running", false}, {"pods", "", false}, {"jobs.batch", "Failed", false},
+	} {
+		obj := decode(t, fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"status":{"phase":%q}}`, tc.phase))
+		if got := finishedPod(tc.resource, obj); (got != "") != tc.skipped || tc.skipped && !strings.Contains(got, tc.phase) {
+			t.Errorf("%s in phase %q: %q", tc.resource, tc.phase, got)
+		}
 	}
 }
