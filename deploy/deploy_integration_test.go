@@ -137,12 +137,18 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		{"straddle-controller", "app", "", "pods", "", "list", true},
 		{"straddle-controller", "straddle", "coordination.k8s.io", "leases", "", "update", true},
 		// A backup stores every resource of its namespaces, Secrets included (issue 5): the controller reads
-		// everything, but watches and writes nothing of the applications'.
+		// everything; a restore creates them again (issue 6). It watches, changes and deletes nothing of the
+		// applications'.
 		{"straddle-controller", "app", "", "secrets", "", "get", true},
 		{"straddle-controller", "app", "", "secrets", "", "watch", false},
-		{"straddle-controller", "app", "", "secrets", "", "create", false},
+		{"straddle-controller", "app", "", "secrets", "", "create", true},
+		{"straddle-controller", "app", "", "secrets", "", "update", false},
+		{"straddle-controller", "", "", "namespaces", "", "create", true},
+		{"straddle-controller", "", "", "namespaces", "", "delete", false},
 		{"straddle-controller", "app", "apps", "deployments", "", "list", true},
+		{"straddle-controller", "app", "apps", "deployments", "", "create", true},
 		{"straddle-controller", "app", "apps", "deployments", "", "update", false},
+		{"straddle-controller", "app", "rbac.authorization.k8s.io", "rolebindings", "", "create", true},
 		{"straddle-controller", "straddle", "events.k8s.io", "events", "", "create", true},
 		{"straddle-controller", "app", "", "pods", "", "delete", false},
 	} {

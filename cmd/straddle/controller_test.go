@@ -13,3 +13,21 @@ func TestControllerRejectsAZeroCap(t *testing.T) {
 		t.Fatalf("controller with a zero cap: %v", err)
 	}
 }
+
+func TestControllerRestoreFlags(t *testing.T) {
+	cmd := newRootCmd()
+	cmd.SetArgs([]string{"controller", "--restore-volume-timeout", "0s"})
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "--restore-volume-timeout") {
+		t.Fatalf("controller with a zero restore volume timeout: %v", err)
+	}
+	c := newControllerCmd()
+	if err := c.ParseFlags([]string{"--restore-resource-priorities", "persistentvolumeclaims,pods"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Flags().GetStringSlice("restore-resource-priorities"); strings.Join(got, ",") != "persistentvolumeclaims,pods" {
+		t.Errorf("priorities %q", got)
+	}
+	if d, _ := c.Flags().GetDuration("restore-volume-timeout"); d.String() != "4h0m0s" {
+		t.Errorf("default timeout %s", d)
+	}
+}

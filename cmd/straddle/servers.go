@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -88,6 +89,10 @@ type controllerOptions struct {
 	// maxVolumesInFlight caps unfinished PodVolumeBackups cluster-wide, so a large cluster does not
 	// stampede its storage.
 	maxVolumesInFlight int
+	// restorePriorities orders the resources a restore creates; the rest follow by name.
+	restorePriorities []string
+	// restoreVolumeTimeout fails the volumes of a restored pod that gets no node within it.
+	restoreVolumeTimeout time.Duration
 }
 
 func newControllerCmd() *cobra.Command {
@@ -104,12 +109,19 @@ func newControllerCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&o.leaderElect, "leader-elect", false, "run only while holding the leader lease, so replicas can stand by")
 	cmd.Flags().BoolVar(&o.defaultVolumesToFsBackup, "default-volumes-to-fs-backup", false, "back up every pod volume unless excluded by annotation, for Backups that do not say")
 	cmd.Flags().IntVar(&o.maxVolumesInFlight, "max-volumes-in-flight", controller.DefaultMaxVolumesInFlight, "most PodVolumeBackups not yet finished, cluster-wide")
+	cmd.Flags().StringSliceVar(&o.restorePriorities, "restore-resource-priorities", controller.DefaultRestorePriorities,
+		"resources a restore creates first, in this order (resource or resource.group); the rest follow by name")
+	cmd.Flags().DurationVar(&o.restoreVolumeTimeout, "restore-volume-timeout", controller.DefaultRestoreVolumeTimeout,
+		"how long a restored pod may stay without a node before its volumes count as failed")
 	return cmd
 }
 
 func (o *controllerOptions) run(ctx context.Context) error {
 	if o.maxVolumesInFlight < 1 {
 		return fmt.Errorf("--max-volumes-in-flight %d must be at least 1", o.maxVolumesInFlight)
+	}
+	if o.restoreVolumeTimeout <= 0 {
+		return fmt.Errorf("--restore-volume-timeout %s must be positive", o.restoreVolumeTimeout)
 	}
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
 	mgr, err := o.manager(ctrl.Options{
@@ -122,6 +134,8 @@ func (o *controllerOptions) run(ctx context.Context) error {
 			&v1.Backup{}:                inInstall,
 			&v1.PodVolumeBackup{}:       inInstall,
 			&v1.BackupRepository{}:      inInstall,
+			&v1.Restore{}:               inInstall,
+			&v1.PodVolumeRestore{}:      inInstall,
 		}},
 	})
 	if err != nil {
@@ -150,6 +164,18 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn},
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	restores := &controller.RestoreReconciler{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Clock:         clock.RealClock{},
+		Events:        mgr.GetEventRecorder("straddle-controller"),
+		Namespace:     o.namespace,
+		Priorities:    o.restorePriorities,
+		VolumeTimeout: o.restoreVolumeTimeout,
+	}
+	if err := restores.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)

@@ -1,0 +1,255 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+)
+
+// conflictRetry is how soon a restore whose status update met a conflict is looked at again.
+const conflictRetry = 100 * time.Millisecond
+
+// restoredPod is one pod of this restore with volumes to fill.
+type restoredPod struct {
+	pod     *corev1.Pod
+	volumes RestoredVolumes
+}
+
+// followVolumes creates the PodVolumeRestores of pods that got a node, fails the volumes of pods that did not
+// get one in time, sums up the PodVolumeRestores, and finishes once every volume has ended.
+func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (ctrl.Result, error) {
+	pods, err := r.restoredPods(ctx, r.Client, rs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	now := r.Clock.Now()
+	if countVolumes(pods) < rs.Status.VolumesTotal || r.anyOverdue(pods, now) {
+		// Pods created (or bound) a moment ago may not show so in the cache yet; a lagging cache must not
+		// read as lost pods, or as pods that never got a node.
+		if pods, err = r.restoredPods(ctx, r.APIReader, rs); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	pvrs, err := r.podVolumeRestores(ctx, rs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	// The location is looked up only when a PodVolumeRestore is to be made: without a Backup object that
+	// means reading every location.
+	var loc *v1.BackupStorageLocation
+	var problem string
+	location := func() error {
+		if loc != nil || problem != "" {
+			return nil
+		}
+		loc, problem, err = r.findBackup(ctx, rs.Spec.BackupName)
+		return err
+	}
+	before := rs.Status.DeepCopy()
+	var p v1.Progress
+	completed, failed, seen := 0, 0, 0
+	var wake time.Duration
+	for _, rp := range pods {
+		for _, vol := range slices.Sorted(maps.Keys(rp.volumes.Volumes)) {
+			seen++
+			name := PodVolumeBackupName(rs.Name, string(rp.pod.UID), vol)
+			if pvr, ok := pvrs[name]; ok {
+				p.BytesDone += pvr.Status.Progress.BytesDone
+				p.BytesTotal += pvr.Status.Progress.BytesTotal
+				p.FilesDone += pvr.Status.Progress.FilesDone
+				p.FilesTotal += pvr.Status.Progress.FilesTotal
+				switch pvr.Status.Phase {
+				case v1.VolumePhaseCompleted:
+					completed++
+					r.announceVolume(rs, pvr)
+				case v1.VolumePhaseFailed, v1.VolumePhaseCanceled:
+					failed++
+					addOnce(&rs.Status.Errors, fmt.Sprintf("volume %s of pod %s/%s: %s: %s", vol, rp.pod.Namespace, rp.pod.Name, pvr.Status.Phase, pvr.Status.Message))
+					r.announceVolume(rs, pvr)
+				}
+				continue
+			}
+			if rp.pod.Spec.NodeName != "" {
+				if err := location(); err != nil {
+					return ctrl.Result{}, err
+				}
+				if problem != "" {
+					failed++
+					addOnce(&rs.Status.Errors, fmt.Sprintf("volume %s of pod %s/%s: %s", vol, rp.pod.Namespace, rp.pod.Name, problem))
+					continue
+				}
+				if err := r.createPodVolumeRestore(ctx, rs, rp, vol, loc.Name, name); err != nil {
+					return ctrl.Result{}, err
+				}
+				continue
+			}
+			deadline := rp.pod.CreationTimestamp.Add(r.volumeTimeout())
+			if !now.Before(deadline) {
+				failed++
+				addOnce(&rs.Status.Errors, fmt.Sprintf("volume %s of pod %s/%s: the pod was not scheduled to a node within %s", vol, rp.pod.Namespace, rp.pod.Name, r.volumeTimeout()))
+				continue
+			}
+			if left := deadline.Sub(now); wake == 0 || left < wake {
+				wake = left
+			}
+		}
+	}
+	if lost := rs.Status.VolumesTotal - seen; lost > 0 {
+		// Restored pods deleted before their volumes were filled: nothing will fill them now.
+		failed += lost
+		addOnce(&rs.Status.Errors, fmt.Sprintf("%d volumes not restored: their pods were deleted before the restore reached them", lost))
+	}
+	rs.Status.Progress = p
+	rs.Status.VolumesCompleted = completed
+	rs.Status.VolumesFailed = failed
+	if completed+failed >= rs.Status.VolumesTotal {
+		return r.finishRestore(ctx, rs, pvrs)
+	}
+	if !equality.Semantic.DeepEqual(before, &rs.Status) {
+		if again, err := r.storeStatus(ctx, rs); again || err != nil {
+			return ctrl.Result{RequeueAfter: conflictRetry}, err
+		}
+	}
+	// Pods getting a node and PodVolumeRestores changing wake the restore through the watches; only the
+	// timeout of a pod that never gets a node needs a timer.
+	if wake > 0 {
+		return ctrl.Result{RequeueAfter: wake + time.Second}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// finishRestore records the terminal phase: Completed only if every object and every volume came back.
+func (r *RestoreReconciler) finishRestore(ctx context.Context, rs *v1.Restore, pvrs map[string]*v1.PodVolumeRestore) (ctrl.Result, error) {
+	now := metav1.NewTime(r.Clock.Now())
+	status := &rs.Status
+	status.Phase = v1.PhaseCompleted
+	if len(status.Errors) > 0 || status.VolumesFailed > 0 {
+		status.Phase = v1.PhasePartiallyFailed
+	}
+	status.CompletionTimestamp = &now
+	if again, err := r.storeStatus(ctx, rs); again || err != nil {
+		return ctrl.Result{RequeueAfter: conflictRetry}, err
+	}
+	eventType := corev1.EventTypeNormal
+	if status.Phase != v1.PhaseCompleted {
+		eventType = corev1.EventTypeWarning
+	}
+	r.Events.Eventf(rs, nil, eventType, string(status.Phase), "Restore", "restore %s: %d of %d volumes completed, %d failed; %d errors",
+		status.Phase, status.VolumesCompleted, status.VolumesTotal, status.VolumesFailed, len(status.Errors))
+	for _, pvr := range pvrs {
+		r.reported.Delete(pvr.UID)
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *RestoreReconciler) announceVolume(rs *v1.Restore, pvr *v1.PodVolumeRestore) {
+	if _, seen := r.reported.LoadOrStore(pvr.UID, true); seen {
+		return
+	}
+	what := fmt.Sprintf("volume %s of pod %s/%s on node %s", pvr.Spec.Volume, pvr.Spec.Pod.Namespace, pvr.Spec.Pod.Name, pvr.Spec.Node)
+	if pvr.Status.Phase == v1.VolumePhaseCompleted {
+		r.Events.Eventf(rs, pvr, corev1.EventTypeNormal, "VolumeCompleted", "RestoreVolume", "%s: %d bytes, %d files restored from snapshot %s",
+			what, pvr.Status.Progress.BytesDone, pvr.Status.Progress.FilesDone, pvr.Spec.SnapshotID)
+		return
+	}
+	r.Events.Eventf(rs, pvr, corev1.EventTypeWarning, "VolumeFailed", "RestoreVolume", "%s %s: %s", what, pvr.Status.Phase, pvr.Status.Message)
+}
+
+// createPodVolumeRestore creates the PodVolumeRestore of one volume of a pod that has its node (contract:
+// name, labels, owner and spec as the node-agent expects them).
+func (r *RestoreReconciler) createPodVolumeRestore(ctx context.Context, rs *v1.Restore, rp restoredPod, vol, location, name string) error {
+	pvr := &v1.PodVolumeRestore{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: r.Namespace,
+			Name:      name,
+			Labels:    map[string]string{v1.RestoreLabel: rs.Name, v1.NodeLabel: rp.pod.Spec.NodeName},
+		},
+		Spec: v1.PodVolumeRestoreSpec{
+			Node:            rp.pod.Spec.NodeName,
+			Pod:             v1.PodReference{Namespace: rp.pod.Namespace, Name: rp.pod.Name, UID: string(rp.pod.UID)},
+			Volume:          vol,
+			StorageLocation: location,
+			SnapshotID:      rp.volumes.Volumes[vol],
+			SourceNamespace: rp.volumes.SourceNamespace,
+		},
+	}
+	if err := controllerutil.SetControllerReference(rs, pvr, r.Client.Scheme()); err != nil {
+		return fmt.Errorf("own PodVolumeRestore %s: %w", name, err)
+	}
+	if err := r.Client.Create(ctx, pvr); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create PodVolumeRestore %s: %w", name, err)
+	}
+	return nil
+}
+
+// restoredPods lists the pods this restore created with volumes to fill, by the restore label, keeping only
+// those of this Restore (not of an earlier one of the same name).
+func (r *RestoreReconciler) restoredPods(ctx context.Context, reader client.Reader, rs *v1.Restore) ([]restoredPod, error) {
+	var list corev1.PodList
+	if err := reader.List(ctx, &list, client.MatchingLabels{v1.RestoreLabel: rs.Name}); err != nil {
+		return nil, fmt.Errorf("list pods of restore %s: %w", rs.Name, err)
+	}
+	var out []restoredPod
+	for i := range list.Items {
+		pod := &list.Items[i]
+		var rv RestoredVolumes
+		if err := json.Unmarshal([]byte(pod.Annotations[AnnotationRestoreVolumes]), &rv); err != nil || rv.RestoreUID != string(rs.UID) {
+			continue
+		}
+		out = append(out, restoredPod{pod: pod, volumes: rv})
+	}
+	return out, nil
+}
+
+// anyOverdue reports whether a pod is still without a node past the volume timeout.
+func (r *RestoreReconciler) anyOverdue(pods []restoredPod, now time.Time) bool {
+	for _, rp := range pods {
+		if rp.pod.Spec.NodeName == "" && !now.Before(rp.pod.CreationTimestamp.Add(r.volumeTimeout())) {
+			return true
+		}
+	}
+	return false
+}
+
+func countVolumes(pods []restoredPod) int {
+	n := 0
+	for _, rp := range pods {
+		n += len(rp.volumes.Volumes)
+	}
+	return n
+}
+
+// podVolumeRestores lists the restore's PodVolumeRestores it controls, by name, from the API server: one
+// created a moment ago and missing from a lagging cache would otherwise be created again.
+func (r *RestoreReconciler) podVolumeRestores(ctx context.Context, rs *v1.Restore) (map[string]*v1.PodVolumeRestore, error) {
+	var list v1.PodVolumeRestoreList
+	if err := r.APIReader.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingLabels{v1.RestoreLabel: rs.Name}); err != nil {
+		return nil, fmt.Errorf("list PodVolumeRestores of restore %s: %w", rs.Name, err)
+	}
+	out := map[string]*v1.PodVolumeRestore{}
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], rs) {
+			out[list.Items[i].Name] = &list.Items[i]
+		}
+	}
+	return out, nil
+}
+
+func addOnce(list *[]string, s string) {
+	if !slices.Contains(*list, s) {
+		*list = append(*list, s)
+	}
+}
