@@ -227,6 +227,13 @@ func writeMarker(dir, uid string) error {
 	if err := root.Chmod(MarkerDir, 0o777); err != nil {
 		return fmt.Errorf("write the done marker: %w", err)
 	}
+	// The folder is opened before the marker exists: from then on the helper may remove it at any moment,
+	// and syncing the entry goes through this descriptor, not the name.
+	d, err := root.Open(MarkerDir)
+	if err != nil {
+		return fmt.Errorf("write the done marker: %w", err)
+	}
+	defer d.Close()
 	name := MarkerDir + "/" + uid
 	if fi, err := root.Lstat(name); err == nil && !fi.Mode().IsRegular() {
 		if err := root.RemoveAll(name); err != nil {
@@ -248,13 +255,7 @@ func writeMarker(dir, uid string) error {
 		return fmt.Errorf("write the done marker %s: %w", name, err)
 	}
 	// The directory entry is synced too: the marker must survive a crash once the helper may have seen it.
-	d, err := root.Open(MarkerDir)
-	if err != nil {
-		return fmt.Errorf("write the done marker: %w", err)
-	}
-	err = d.Sync()
-	d.Close()
-	if err != nil {
+	if err := d.Sync(); err != nil {
 		return fmt.Errorf("write the done marker: sync %s: %w", MarkerDir, err)
 	}
 	return nil
