@@ -81,6 +81,9 @@ type PodVolumeRestoreReconciler struct {
 	// beforeRestore, when set, runs once the volume folder is found and the progress reporter runs; tests hold
 	// restores there.
 	beforeRestore func(ctx context.Context, pvr *v1.PodVolumeRestore)
+	// onProgress, when set, sees each progress reading after it is stored for the reporter; tests hold a
+	// restore there until they saw its progress in the API.
+	onProgress func(ctx context.Context, p v1.Progress)
 }
 
 // Reconcile takes a new PodVolumeRestore of this node, or one a previous run of this agent left InProgress,
@@ -238,10 +241,22 @@ func (r *PodVolumeRestoreReconciler) run(ctx context.Context, pvr *v1.PodVolumeR
 	var reporter sync.WaitGroup
 	stop := make(chan struct{})
 	reporter.Go(func() { r.reportProgress(rctx, pvr, prog, cancel, stop) })
+	// The wait for the folder is over; its note would mislead while the data is written. The object read
+	// may predate the note (the cache lags), so it is cleared on the newest.
+	if err := r.updateStatus(ctx, pvr, true, func(st *v1.PodVolumeRestoreStatus) { st.Message = "" }); err != nil {
+		log.Error(err, "clear the note of the wait for the volume folder", "podvolumerestore", pvr.Name)
+	}
 	if r.beforeRestore != nil {
 		r.beforeRestore(rctx, pvr)
 	}
-	res, err := r.restore(rctx, pvr, dir, prog.set)
+	progress := prog.set
+	if r.onProgress != nil {
+		progress = func(p v1.Progress) {
+			prog.set(p)
+			r.onProgress(rctx, p)
+		}
+	}
+	res, err := r.restore(rctx, pvr, dir, progress)
 	close(stop)
 	reporter.Wait()
 	deleted := errors.Is(context.Cause(rctx), errDeleted)

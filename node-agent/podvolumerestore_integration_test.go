@@ -187,7 +187,23 @@ func TestPodVolumeRestores(t *testing.T) {
 	modes := map[string]os.FileMode{"bin/run.sh": 0o755, "secret": 0o600, "db": 0o700}
 	src, snapID := c.snapshotOf(t, loc, "shop", files, modes)
 	hostPods := t.TempDir()
-	c.startRestoreAgent(t, "node-a", hostPods)
+	// The first restore with bytes written holds until the test saw its progress in the API.
+	sawProgress := make(chan struct{})
+	var closeSaw sync.Once
+	t.Cleanup(func() { closeSaw.Do(func() { close(sawProgress) }) })
+	var holding sync.Once
+	c.startRestoreAgent(t, "node-a", hostPods, func(r *PodVolumeRestoreReconciler) {
+		r.onProgress = func(ctx context.Context, p v1.Progress) {
+			if p.BytesDone > 0 {
+				holding.Do(func() {
+					select {
+					case <-sawProgress:
+					case <-ctx.Done():
+					}
+				})
+			}
+		}
+	})
 
 	t.Run("waits for the claim's folder, restores it byte for byte inside the volume, marker last, other nodes' alone", func(t *testing.T) {
 		c.claim(t, "shop-copy", "data-web-0", "pvc-r1")
@@ -215,6 +231,17 @@ func TestPodVolumeRestores(t *testing.T) {
 		if err := os.Symlink(outside, filepath.Join(vol, "bin")); err != nil {
 			t.Fatal(err)
 		}
+		waitFor(t, "progress while the restore runs", 60*time.Second, func() bool {
+			p = c.getPVR(t, mine.Name)
+			return p.Status.Phase == v1.VolumePhaseInProgress && p.Status.Progress.BytesDone > 0
+		})
+		if p.Status.Message != "" || p.Status.Progress.BytesTotal < 200000 {
+			t.Errorf("status while restoring %+v", p.Status)
+		}
+		if _, err := os.Stat(filepath.Join(vol, MarkerDir)); !os.IsNotExist(err) {
+			t.Errorf("marker folder there before the restore finished: %v", err)
+		}
+		closeSaw.Do(func() { close(sawProgress) })
 		p = c.waitPVR(t, mine.Name, v1.VolumePhaseCompleted)
 		st := p.Status
 		if st.CompletionTimestamp == nil || st.Message != "" || st.Progress.FilesDone != 6 || st.Progress.FilesTotal != 6 ||

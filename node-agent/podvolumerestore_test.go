@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -403,4 +404,59 @@ func withoutMarker(m map[string]repotest.Entry) map[string]repotest.Entry {
 		}
 	}
 	return withoutRoot(m)
+}
+
+func TestMetricsCountRestores(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.restoreStarted()(nil, errors.New("snapshot not found"))
+	m.restoreStarted()(nil, errDeleted)
+	m.restoreStarted()(&restoreResult{Progress: v1.Progress{BytesDone: 100, FilesDone: 3}}, nil)
+	running := m.restoreStarted()
+	got := gather(t, reg)
+	running(&restoreResult{}, nil)
+	for name, want := range map[string]float64{
+		"straddle_node_agent_volume_restores_total/failed":    1,
+		"straddle_node_agent_volume_restores_total/canceled":  1,
+		"straddle_node_agent_volume_restores_total/completed": 1,
+		"straddle_node_agent_volume_restores_running":         1,
+		"straddle_node_agent_restore_bytes_total":             100,
+		"straddle_node_agent_restore_files_total":             3,
+		"straddle_node_agent_volume_restore_duration_seconds": 3,
+		"straddle_node_agent_volume_backups_total/completed":  0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+}
+
+// gather reads reg's metrics as name[/label values] → value (a histogram's sample count).
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range mt.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			switch {
+			case mt.GetCounter() != nil:
+				got[name] = mt.GetCounter().GetValue()
+			case mt.GetGauge() != nil:
+				got[name] = mt.GetGauge().GetValue()
+			case mt.GetHistogram() != nil:
+				got[name] = float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return got
 }
