@@ -378,6 +378,29 @@ func TestPodVolumeRestores(t *testing.T) {
 		}
 	})
 
+	t.Run("a restore whose PodVolumeRestore is deleted is canceled", func(t *testing.T) {
+		pods := t.TempDir()
+		held := make(chan struct{})
+		var once sync.Once
+		c.startRestoreAgent(t, "node-d", pods, func(r *PodVolumeRestoreReconciler) {
+			r.beforeRestore = func(ctx context.Context, _ *v1.PodVolumeRestore) {
+				once.Do(func() { close(held) })
+				<-ctx.Done()
+			}
+		})
+		pod := c.pod(t, "shop", "deleted-0", "node-d", emptyDirVolume("data"))
+		vol := volumeFolder(t, pods, pod, "kubernetes.io~empty-dir/data", nil)
+		p := c.pvr(t, c.restoreObject(t, "r8"), "node-d", "fs", pod, "data", snapID, "shop")
+		<-held
+		if err := c.cl.Delete(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		c.waitEventOn(t, p.UID, ReasonRestoreCanceled, "the PodVolumeRestore was deleted")
+		if _, err := os.Stat(filepath.Join(vol, MarkerDir)); !os.IsNotExist(err) {
+			t.Errorf("a canceled restore wrote a marker: %v", err)
+		}
+	})
+
 	t.Run("restores from a MinIO storage location", func(t *testing.T) {
 		srv := miniotest.Start(t)
 		bucket := srv.NewBucket(t)
