@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the node-agent's Prometheus metrics of volume backups (DESIGN §7).
+// Metrics are the node-agent's Prometheus metrics of volume backups and restores (DESIGN §7).
 type Metrics struct {
 	backups    *prometheus.CounterVec
 	running    prometheus.Gauge
@@ -16,6 +16,12 @@ type Metrics struct {
 	bytesAdded prometheus.Counter
 	files      prometheus.Counter
 	duration   prometheus.Histogram
+
+	restores         *prometheus.CounterVec
+	restoresRunning  prometheus.Gauge
+	restoreBytes     prometheus.Counter
+	restoreFiles     prometheus.Counter
+	restoreDurations prometheus.Histogram
 }
 
 // Results a finished backup is counted under.
@@ -41,6 +47,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Files in completed volume backups."}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "straddle_node_agent_volume_backup_duration_seconds",
 			Help: "How long volume backups took, completed or not.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		restores: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "straddle_node_agent_volume_restores_total",
+			Help: "Volume restores this agent finished, by result (completed, failed, canceled)."}, []string{"result"}),
+		restoresRunning: prometheus.NewGauge(prometheus.GaugeOpts{Name: "straddle_node_agent_volume_restores_running",
+			Help: "Volume restores writing now."}),
+		restoreBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_restore_bytes_total",
+			Help: "Bytes written by completed volume restores."}),
+		restoreFiles: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_restore_files_total",
+			Help: "Files written by completed volume restores."}),
+		restoreDurations: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "straddle_node_agent_volume_restore_duration_seconds",
+			Help: "How long volume restores took, completed or not, from finding the volume's folder.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 	}
 	var err error
 	if m.backups, err = register(reg, m.backups); err != nil {
@@ -61,9 +77,25 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if m.duration, err = register(reg, m.duration); err != nil {
 		return nil, err
 	}
+	if m.restores, err = register(reg, m.restores); err != nil {
+		return nil, err
+	}
+	if m.restoresRunning, err = register(reg, m.restoresRunning); err != nil {
+		return nil, err
+	}
+	if m.restoreBytes, err = register(reg, m.restoreBytes); err != nil {
+		return nil, err
+	}
+	if m.restoreFiles, err = register(reg, m.restoreFiles); err != nil {
+		return nil, err
+	}
+	if m.restoreDurations, err = register(reg, m.restoreDurations); err != nil {
+		return nil, err
+	}
 	// Every result is exported from the start, so a rate over a fresh agent is 0 rather than absent.
 	for _, r := range []string{resultCompleted, resultFailed, resultCanceled} {
 		m.backups.WithLabelValues(r)
+		m.restores.WithLabelValues(r)
 	}
 	return m, nil
 }
@@ -88,6 +120,29 @@ func (m *Metrics) started() (done func(res *volumeResult, err error)) {
 			m.bytes.Add(float64(res.Progress.BytesDone))
 			m.files.Add(float64(res.Progress.FilesDone))
 			m.bytesAdded.Add(float64(res.Stats.BytesAdded))
+		}
+	}
+}
+
+// restoreStarted counts a restore as running; the returned func records its end.
+func (m *Metrics) restoreStarted() (done func(res *restoreResult, err error)) {
+	if m == nil {
+		return func(*restoreResult, error) {}
+	}
+	m.restoresRunning.Inc()
+	start := time.Now()
+	return func(res *restoreResult, err error) {
+		m.restoresRunning.Dec()
+		m.restoreDurations.Observe(time.Since(start).Seconds())
+		switch {
+		case errors.Is(err, errDeleted):
+			m.restores.WithLabelValues(resultCanceled).Inc()
+		case err != nil:
+			m.restores.WithLabelValues(resultFailed).Inc()
+		default:
+			m.restores.WithLabelValues(resultCompleted).Inc()
+			m.restoreBytes.Add(float64(res.Progress.BytesDone))
+			m.restoreFiles.Add(float64(res.Progress.FilesDone))
 		}
 	}
 }

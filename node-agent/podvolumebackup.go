@@ -1,5 +1,7 @@
 // Package nodeagent is the node-agent's work: it takes the PodVolumeBackups of its own node, finds each
-// volume in the kubelet's pods directory, and backs it up into the repository of the pod's namespace.
+// volume in the kubelet's pods directory, and backs it up into the repository of the pod's namespace; and it
+// takes its node's PodVolumeRestores, waits for each restored pod's volume folder, and writes the snapshot
+// back into it, then the marker the pod's restore-wait init container waits for.
 package nodeagent
 
 import (

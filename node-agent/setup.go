@@ -15,11 +15,13 @@ import (
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 )
 
-// CacheOptions restrict a node-agent manager's cache to the PodVolumeBackups labelled with its node, so a
-// thousand-node cluster's agents do not each watch every node's work.
+// CacheOptions restrict a node-agent manager's cache to the PodVolumeBackups and PodVolumeRestores labelled
+// with its node, so a thousand-node cluster's agents do not each watch every node's work.
 func CacheOptions(node string) cache.Options {
+	mine := labels.SelectorFromSet(labels.Set{v1.NodeLabel: node})
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&v1.PodVolumeBackup{}: {Label: labels.SelectorFromSet(labels.Set{v1.NodeLabel: node})},
+		&v1.PodVolumeBackup{}:  {Label: mine},
+		&v1.PodVolumeRestore{}: {Label: mine},
 	}}
 }
 
@@ -53,6 +55,47 @@ func (r *PodVolumeBackupReconciler) setDefaults() {
 	}
 	if r.CheckpointInterval <= 0 {
 		r.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if r.ProgressInterval <= 0 {
+		r.ProgressInterval = DefaultProgressInterval
+	}
+	if r.LockWait <= 0 {
+		r.LockWait = DefaultLockWait
+	}
+}
+
+// SetupWithManager fills unset tunables with their defaults and runs the reconciler in mgr, at most
+// concurrency restores at once (apart from the backups' limit). mgr's cache should come from CacheOptions.
+func (r *PodVolumeRestoreReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	if r.Client == nil || r.APIReader == nil || r.NodeName == "" || r.HostPodsDir == "" || r.Namespace == "" {
+		return errors.New("PodVolumeRestoreReconciler needs Client, APIReader, NodeName, Namespace and HostPodsDir")
+	}
+	if concurrency < 1 {
+		return fmt.Errorf("concurrency %d must be at least 1", concurrency)
+	}
+	r.setDefaults()
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("podvolumerestore").
+		For(&v1.PodVolumeRestore{}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: concurrency,
+			SkipNameValidation:      ptr.To(true),
+		}).
+		Complete(r)
+}
+
+func (r *PodVolumeRestoreReconciler) setDefaults() {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.MaxAttempts <= 0 {
+		r.MaxAttempts = DefaultRestoreMaxAttempts
+	}
+	if r.FolderWait <= 0 {
+		r.FolderWait = DefaultFolderWait
+	}
+	if r.FolderPoll <= 0 {
+		r.FolderPoll = DefaultFolderPoll
 	}
 	if r.ProgressInterval <= 0 {
 		r.ProgressInterval = DefaultProgressInterval

@@ -45,22 +45,25 @@ func (r *PodVolumeBackupReconciler) updateStatus(ctx context.Context, pvb *v1.Po
 
 // progressBox holds the newest progress reading of a running backup.
 type progressBox struct {
-	mu  sync.Mutex
-	p   v1.Progress
-	set bool
+	mu sync.Mutex
+	p  v1.Progress
+	ok bool
 }
 
 func (b *progressBox) store(p backup.Progress) {
+	b.set(v1.Progress{BytesDone: int64(p.BytesDone), BytesTotal: int64(p.BytesTotal), FilesDone: int64(p.FilesDone), FilesTotal: int64(p.FilesTotal)})
+}
+
+func (b *progressBox) set(p v1.Progress) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.p = v1.Progress{BytesDone: int64(p.BytesDone), BytesTotal: int64(p.BytesTotal), FilesDone: int64(p.FilesDone), FilesTotal: int64(p.FilesTotal)}
-	b.set = true
+	b.p, b.ok = p, true
 }
 
 func (b *progressBox) get() (v1.Progress, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.p, b.set
+	return b.p, b.ok
 }
 
 // reportProgress writes status.progress every ProgressInterval until stop closes, and cancels the backup

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
@@ -85,5 +86,47 @@ func TestNodeAgentCommandBacksUpItsNodesVolumes(t *testing.T) {
 	}
 	if err := cl.Get(ctx, client.ObjectKeyFromObject(theirs), &got); err != nil || got.Status.Phase != "" {
 		t.Errorf("node-b's PodVolumeBackup: phase %q, %v", got.Status.Phase, err)
+	}
+
+	// The same agent restores that snapshot into a new pod's volume, whose folder the kubelet made.
+	if err := cl.Get(ctx, client.ObjectKeyFromObject(mine), &got); err != nil {
+		t.Fatal(err)
+	}
+	snapID := got.Status.SnapshotID
+	rst := &v1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r1", Namespace: "straddle"}, Spec: v1.RestoreSpec{BackupName: "b1"}}
+	newPod := pod.DeepCopy()
+	newPod.ObjectMeta = metav1.ObjectMeta{Namespace: "app", Name: "web-0-restored"}
+	for _, obj := range []client.Object{rst, newPod} {
+		if err := cl.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target := filepath.Join(hostPods, string(newPod.UID), "volumes", "kubernetes.io~empty-dir", "scratch")
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	pvr := &v1.PodVolumeRestore{ObjectMeta: metav1.ObjectMeta{Name: "r1-scratch", Namespace: "straddle",
+		Labels:          map[string]string{v1.NodeLabel: "node-a", v1.RestoreLabel: "r1"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "Restore", Name: "r1", UID: rst.UID, Controller: ptr.To(true)}}},
+		Spec: v1.PodVolumeRestoreSpec{Node: "node-a", Pod: v1.PodReference{Namespace: "app", Name: newPod.Name, UID: string(newPod.UID)},
+			Volume: "scratch", StorageLocation: "default", SnapshotID: snapID, SourceNamespace: "app"}}
+	if err := cl.Create(ctx, pvr); err != nil {
+		t.Fatal(err)
+	}
+	var restored v1.PodVolumeRestore
+	waitFor(t, "the agent's PodVolumeRestore to complete", func() bool {
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(pvr), &restored); err != nil {
+			t.Fatal(err)
+		}
+		if restored.Status.Phase == v1.VolumePhaseFailed {
+			t.Fatalf("restore failed: %s", restored.Status.Message)
+		}
+		return restored.Status.Phase == v1.VolumePhaseCompleted
+	})
+	if b, err := os.ReadFile(filepath.Join(target, "f")); err != nil || string(b) != "hello" {
+		t.Errorf("restored file: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(target, ".straddle", string(rst.UID))); err != nil {
+		t.Errorf("no marker: %v", err)
 	}
 }

@@ -236,6 +236,20 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if err := pvbs.SetupWithManager(mgr, o.concurrency); err != nil {
 		return err
 	}
-	// The PodVolumeRestore worker of this node joins the manager with issue 6.
+	pvrs := &nodeagent.PodVolumeRestoreReconciler{
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		Recorder:    mgr.GetEventRecorder("straddle-node-agent"),
+		Clock:       clock.RealClock{},
+		NodeName:    o.nodeName,
+		Namespace:   o.namespace,
+		HostPodsDir: o.hostPodsDir,
+		Metrics:     m,
+	}
+	// Restores have their own limit of the same size: a restored pod waits for its data, and must not
+	// queue behind a long backup.
+	if err := pvrs.SetupWithManager(mgr, o.concurrency); err != nil {
+		return err
+	}
 	return mgr.Start(ctx)
 }
