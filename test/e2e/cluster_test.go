@@ -45,6 +45,17 @@ type clusterOptions struct {
 	Fill fillFunc
 	// Place picks the node of a pod that names none in its nodeSelector; nil places round-robin.
 	Place func(pod *corev1.Pod) string
+	// Storage, when set, is the MinIO and bucket of another cluster to install against (a migration);
+	// nil starts a MinIO with a fresh bucket.
+	Storage *sharedStorage
+	// InstallArgs are more `straddle install` flags (--image-registry, --repository-password-file).
+	InstallArgs []string
+}
+
+// sharedStorage names a running MinIO and one of its buckets.
+type sharedStorage struct {
+	minio  *miniotest.Server
+	bucket string
 }
 
 // cluster is a running Straddle installation: control plane, MinIO, controller, node-agents and the kubelet
@@ -54,6 +65,7 @@ type cluster struct {
 	dir        string // the test's scratch space: host pods dirs, credentials, restores
 	logDir     string
 	kubeconfig string
+	cfg        *rest.Config
 	cl         client.Client
 	cs         kubernetes.Interface
 	minio      *miniotest.Server
@@ -70,10 +82,15 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	c := &cluster{dir: t.TempDir(), agents: map[string]*server{}}
 	c.startLogs(t)
 	cfg := c.startControlPlane(t)
+	c.cfg = cfg
 
-	c.minio = miniotest.Start(t)
-	c.bucket = c.minio.NewBucket(t)
-	c.install(t, opts.DefaultVolumesToFsBackup)
+	if opts.Storage != nil {
+		c.minio, c.bucket = opts.Storage.minio, opts.Storage.bucket
+	} else {
+		c.minio = miniotest.Start(t)
+		c.bucket = c.minio.NewBucket(t)
+	}
+	c.install(t, opts.DefaultVolumesToFsBackup, opts.InstallArgs)
 	ctx := context.Background()
 	for _, node := range []string{nodeA, nodeB} {
 		c.createNode(t, ctx, node)
@@ -163,7 +180,7 @@ func (c *cluster) startControlPlane(t *testing.T) *rest.Config {
 }
 
 // install runs the real `straddle install` against MinIO, with an AWS credentials file as a user writes it.
-func (c *cluster) install(t *testing.T, defaultAll bool) {
+func (c *cluster) install(t *testing.T, defaultAll bool, extra []string) {
 	creds := filepath.Join(c.dir, "minio-credentials")
 	file := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", c.minio.AccessKey, c.minio.SecretKey)
 	if err := os.WriteFile(creds, []byte(file), 0o600); err != nil {
@@ -174,6 +191,7 @@ func (c *cluster) install(t *testing.T, defaultAll bool) {
 	if defaultAll {
 		args = append(args, "--default-volumes-to-fs-backup")
 	}
+	args = append(args, extra...)
 	if res := runStraddle(2*time.Minute, nil, args...); res.err != nil {
 		t.Fatalf("install: %s", res)
 	}
