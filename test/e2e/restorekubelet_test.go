@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -267,6 +266,3 @@ func listTree(root string) (map[string]string, error) {
 	}
 	return l, nil
 }
-
-// helperTimeout bounds a test's wait for restored pods.
-const helperTimeout = 3 * time.Minute
