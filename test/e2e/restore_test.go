@@ -204,6 +204,33 @@ func TestRestore(t *testing.T) {
 		}
 	})
 
+	t.Run("a restore-wait that times out keeps its pod Pending", func(t *testing.T) {
+		// No Restore: the marker never comes, so the simulator must report the helper's failure as a kubelet
+		// would, not start the app.
+		const ns = "stuck"
+		mustCreate(t, c.cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		p := testPod(ns, "app", nodeA, nil, emptyDirVolume("data"))
+		p.Spec.InitContainers = []corev1.Container{{Name: restoreWait, Image: "registry.example/helper:1",
+			Command: []string{"/straddle-restore-helper"}, Args: []string{"--restore-uid", "6f1f3a52-2f0e-4a8e-9d7c-1b2c3d4e5f60", "--timeout", "2s"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: restoresMount + "data"}}}}
+		mustCreate(t, c.cl, p)
+		var got *corev1.Pod
+		c.waitFor(t, "restore-wait to fail", time.Minute, func() (bool, error) {
+			var err error
+			got, err = c.cs.CoreV1().Pods(ns).Get(context.Background(), "app", metav1.GetOptions{})
+			if err != nil || len(got.Status.InitContainerStatuses) == 0 {
+				return false, err
+			}
+			term := got.Status.InitContainerStatuses[0].State.Terminated
+			return term != nil, nil
+		})
+		term := got.Status.InitContainerStatuses[0].State.Terminated
+		if got.Status.Phase != corev1.PodPending || term.ExitCode == 0 || !strings.Contains(term.Message, "data") {
+			t.Errorf("pod after restore-wait timed out: phase %q, exit %d, message %q; want Pending, non-zero, naming the volume",
+				got.Status.Phase, term.ExitCode, term.Message)
+		}
+	})
+
 	t.Run("migration to a fresh cluster", func(t *testing.T) {
 		var sec corev1.Secret
 		if err := c.cl.Get(context.Background(), client.ObjectKey{Namespace: installNamespace, Name: deploy.RepositoryPasswordSecret}, &sec); err != nil {
