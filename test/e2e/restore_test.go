@@ -293,6 +293,10 @@ func (c *cluster) checkRestored(t *testing.T, restore, ns, orig string) {
 		t.Errorf("restored claim: phase %q, volume %q; want it provisioned anew (pvc-%s) and Bound", pvc.Status.Phase, pvc.Spec.VolumeName, pvc.UID)
 	}
 
+	var helperCM corev1.ConfigMap
+	if err := c.cl.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: "straddle-restore-helper"}, &helperCM); err != nil {
+		t.Errorf("read the restore helper's ConfigMap: %v", err)
+	}
 	pods := c.waitPodsRunning(t, ns, 2)
 	for _, p := range pods {
 		if p.Labels[v1.RestoreLabel] != restore {
@@ -302,8 +306,16 @@ func (c *cluster) checkRestored(t *testing.T, restore, ns, orig string) {
 			t.Errorf("pod %s/%s: init containers %v, want %s first", ns, p.Name, p.Spec.InitContainers, restoreWait)
 			continue
 		}
-		if args := p.Spec.InitContainers[0].Args; !slices.Equal(args, []string{"--restore-uid", string(r.UID)}) {
-			t.Errorf("pod %s/%s restore-wait args %q, want --restore-uid %s", ns, p.Name, args, r.UID)
+		rw := p.Spec.InitContainers[0]
+		if !slices.Equal(rw.Args, []string{"--restore-uid", string(r.UID)}) {
+			t.Errorf("pod %s/%s restore-wait args %q, want --restore-uid %s", ns, p.Name, rw.Args, r.UID)
+		}
+		if rw.Image != helperCM.Data["image"] || !slices.Equal(rw.Command, []string{"/straddle-restore-helper"}) {
+			t.Errorf("pod %s/%s restore-wait runs %q %q, want %q /straddle-restore-helper (ConfigMap straddle-restore-helper)",
+				ns, p.Name, rw.Image, rw.Command, helperCM.Data["image"])
+		}
+		if sc := rw.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 65532 {
+			t.Errorf("pod %s/%s restore-wait security context %+v, want runAsUser 65532", ns, p.Name, sc)
 		}
 	}
 	for _, v := range votingVolumes {
