@@ -320,7 +320,7 @@ func (c *cluster) bucketObjects(t testing.TB, prefix string) map[string]int64 {
 	return objs
 }
 
-// dump describes Backups, PodVolumeBackups and pods for a failed test's log.
+// dump describes Backups, PodVolumeBackups, Restores, PodVolumeRestores and pods for a failed test's log.
 func (c *cluster) dump() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -343,6 +343,25 @@ func (c *cluster) dump() string {
 		fmt.Fprintf(&b, "PodVolumeBackup %s (backup %s): %s/%s volume %s on %s: phase %q, snapshot %q, progress %+v, stats %+v, message %q\n",
 			p.Name, p.Labels[v1.BackupLabel], p.Spec.Pod.Namespace, p.Spec.Pod.Name, p.Spec.Volume, p.Spec.Node, p.Status.Phase,
 			p.Status.SnapshotID, p.Status.Progress, p.Status.Stats, p.Status.Message)
+	}
+	var restores v1.RestoreList
+	if err := c.cl.List(ctx, &restores, client.InNamespace(installNamespace)); err != nil {
+		fmt.Fprintf(&b, "list Restores: %v\n", err)
+	}
+	for _, r := range restores.Items {
+		s := r.Status
+		fmt.Fprintf(&b, "Restore %s (uid %s, backup %s): phase %q, volumes %d (completed %d, failed %d), resources %+v, skipped %+v, errors %q, warnings %q\n",
+			r.Name, r.UID, r.Spec.BackupName, s.Phase, s.VolumesTotal, s.VolumesCompleted, s.VolumesFailed, s.Resources, s.SkippedResources, s.Errors, s.Warnings)
+	}
+	var pvrs v1.PodVolumeRestoreList
+	if err := c.cl.List(ctx, &pvrs, client.InNamespace(installNamespace)); err != nil {
+		fmt.Fprintf(&b, "list PodVolumeRestores: %v\n", err)
+	}
+	sort.Slice(pvrs.Items, func(i, j int) bool { return pvrs.Items[i].Name < pvrs.Items[j].Name })
+	for _, p := range pvrs.Items {
+		fmt.Fprintf(&b, "PodVolumeRestore %s (restore %s): %s/%s (uid %s) volume %s from %s on %s: phase %q, progress %+v, message %q\n",
+			p.Name, p.Labels[v1.RestoreLabel], p.Spec.Pod.Namespace, p.Spec.Pod.Name, p.Spec.Pod.UID, p.Spec.Volume, p.Spec.SourceNamespace,
+			p.Spec.Node, p.Status.Phase, p.Status.Progress, p.Status.Message)
 	}
 	var pods corev1.PodList
 	if err := c.cl.List(ctx, &pods); err != nil {
