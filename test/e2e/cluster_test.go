@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -45,6 +46,17 @@ type clusterOptions struct {
 	Fill fillFunc
 	// Place picks the node of a pod that names none in its nodeSelector; nil places round-robin.
 	Place func(pod *corev1.Pod) string
+	// Storage, when set, is the MinIO and bucket of another cluster to install against (a migration);
+	// nil starts a MinIO with a fresh bucket.
+	Storage *sharedStorage
+	// InstallArgs are more `straddle install` flags (--image-registry, --repository-password-file).
+	InstallArgs []string
+}
+
+// sharedStorage names a running MinIO and one of its buckets.
+type sharedStorage struct {
+	minio  *miniotest.Server
+	bucket string
 }
 
 // cluster is a running Straddle installation: control plane, MinIO, controller, node-agents and the kubelet
@@ -54,6 +66,7 @@ type cluster struct {
 	dir        string // the test's scratch space: host pods dirs, credentials, restores
 	logDir     string
 	kubeconfig string
+	cfg        *rest.Config
 	cl         client.Client
 	cs         kubernetes.Interface
 	minio      *miniotest.Server
@@ -70,10 +83,15 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	c := &cluster{dir: t.TempDir(), agents: map[string]*server{}}
 	c.startLogs(t)
 	cfg := c.startControlPlane(t)
+	c.cfg = cfg
 
-	c.minio = miniotest.Start(t)
-	c.bucket = c.minio.NewBucket(t)
-	c.install(t, opts.DefaultVolumesToFsBackup)
+	if opts.Storage != nil {
+		c.minio, c.bucket = opts.Storage.minio, opts.Storage.bucket
+	} else {
+		c.minio = miniotest.Start(t)
+		c.bucket = c.minio.NewBucket(t)
+	}
+	c.install(t, opts.DefaultVolumesToFsBackup, opts.InstallArgs)
 	ctx := context.Background()
 	for _, node := range []string{nodeA, nodeB} {
 		c.createNode(t, ctx, node)
@@ -150,6 +168,9 @@ func (c *cluster) startControlPlane(t *testing.T) *rest.Config {
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
+	if err := appsv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
 	if err := v1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +184,7 @@ func (c *cluster) startControlPlane(t *testing.T) *rest.Config {
 }
 
 // install runs the real `straddle install` against MinIO, with an AWS credentials file as a user writes it.
-func (c *cluster) install(t *testing.T, defaultAll bool) {
+func (c *cluster) install(t *testing.T, defaultAll bool, extra []string) {
 	creds := filepath.Join(c.dir, "minio-credentials")
 	file := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", c.minio.AccessKey, c.minio.SecretKey)
 	if err := os.WriteFile(creds, []byte(file), 0o600); err != nil {
@@ -174,6 +195,7 @@ func (c *cluster) install(t *testing.T, defaultAll bool) {
 	if defaultAll {
 		args = append(args, "--default-volumes-to-fs-backup")
 	}
+	args = append(args, extra...)
 	if res := runStraddle(2*time.Minute, nil, args...); res.err != nil {
 		t.Fatalf("install: %s", res)
 	}
@@ -298,7 +320,7 @@ func (c *cluster) bucketObjects(t testing.TB, prefix string) map[string]int64 {
 	return objs
 }
 
-// dump describes Backups, PodVolumeBackups and pods for a failed test's log.
+// dump describes Backups, PodVolumeBackups, Restores, PodVolumeRestores and pods for a failed test's log.
 func (c *cluster) dump() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -321,6 +343,25 @@ func (c *cluster) dump() string {
 		fmt.Fprintf(&b, "PodVolumeBackup %s (backup %s): %s/%s volume %s on %s: phase %q, snapshot %q, progress %+v, stats %+v, message %q\n",
 			p.Name, p.Labels[v1.BackupLabel], p.Spec.Pod.Namespace, p.Spec.Pod.Name, p.Spec.Volume, p.Spec.Node, p.Status.Phase,
 			p.Status.SnapshotID, p.Status.Progress, p.Status.Stats, p.Status.Message)
+	}
+	var restores v1.RestoreList
+	if err := c.cl.List(ctx, &restores, client.InNamespace(installNamespace)); err != nil {
+		fmt.Fprintf(&b, "list Restores: %v\n", err)
+	}
+	for _, r := range restores.Items {
+		s := r.Status
+		fmt.Fprintf(&b, "Restore %s (uid %s, backup %s): phase %q, volumes %d (completed %d, failed %d), resources %+v, skipped %+v, errors %q, warnings %q\n",
+			r.Name, r.UID, r.Spec.BackupName, s.Phase, s.VolumesTotal, s.VolumesCompleted, s.VolumesFailed, s.Resources, s.SkippedResources, s.Errors, s.Warnings)
+	}
+	var pvrs v1.PodVolumeRestoreList
+	if err := c.cl.List(ctx, &pvrs, client.InNamespace(installNamespace)); err != nil {
+		fmt.Fprintf(&b, "list PodVolumeRestores: %v\n", err)
+	}
+	sort.Slice(pvrs.Items, func(i, j int) bool { return pvrs.Items[i].Name < pvrs.Items[j].Name })
+	for _, p := range pvrs.Items {
+		fmt.Fprintf(&b, "PodVolumeRestore %s (restore %s): %s/%s (uid %s) volume %s from %s on %s: phase %q, progress %+v, message %q\n",
+			p.Name, p.Labels[v1.RestoreLabel], p.Spec.Pod.Namespace, p.Spec.Pod.Name, p.Spec.Pod.UID, p.Spec.Volume, p.Spec.SourceNamespace,
+			p.Spec.Node, p.Status.Phase, p.Status.Progress, p.Status.Message)
 	}
 	var pods corev1.PodList
 	if err := c.cl.List(ctx, &pods); err != nil {

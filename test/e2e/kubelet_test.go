@@ -72,6 +72,7 @@ type kubelet struct {
 	started  int                  // pods set Running so far, for their IPs
 	prepared map[types.UID]string // pods whose folders exist and which were set Running, by node
 	failures map[string]string    // last error per pod, for a failed test's dump
+	helpers  map[types.UID]*helperRun
 	log      *os.File
 }
 
@@ -88,7 +89,7 @@ func startKubelet(t *testing.T, cfg *rest.Config, opts kubeletOptions) *kubelet 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &kubelet{opts: opts, cs: cs, kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
-		prepared: map[types.UID]string{}, chosen: map[types.UID]string{}, failures: map[string]string{}, log: log}
+		prepared: map[types.UID]string{}, helpers: map[types.UID]*helperRun{}, chosen: map[types.UID]string{}, failures: map[string]string{}, log: log}
 	factory := informers.NewSharedInformerFactory(cs, 0)
 	inf := factory.Core().V1().Pods().Informer()
 	poke := func(any) { k.poke() }
@@ -187,6 +188,9 @@ func (k *kubelet) sync(ctx context.Context, pod *corev1.Pod) error {
 	if !slices.Contains(k.opts.nodes, pod.Spec.NodeName) {
 		return fmt.Errorf("bound to node %s, which has no simulated kubelet", pod.Spec.NodeName)
 	}
+	if isRestored(pod) {
+		return k.syncRestored(ctx, pod)
+	}
 	for _, vol := range pod.Spec.Volumes {
 		if err := k.makeVolume(ctx, pod, vol); err != nil {
 			return fmt.Errorf("volume %s: %w", vol.Name, err)
@@ -248,11 +252,24 @@ func (k *kubelet) remove(ctx context.Context, pod *corev1.Pod) error {
 
 // makeVolume makes the folder of one volume where the kubelet would mount it, and fills it.
 func (k *kubelet) makeVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Volume) error {
+	_, err := k.makeVolumeFolder(ctx, pod, vol, true)
+	return err
+}
+
+// makeVolumeFolder makes the folder of one volume and returns it ("" for a volume without one); with fill,
+// data volumes get the test's fixture.
+func (k *kubelet) makeVolumeFolder(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, fill bool) (string, error) {
 	plugin, name, err := k.volumeLocation(ctx, pod, vol, true)
 	if err != nil || plugin == "" {
-		return err
+		return "", err
 	}
 	dir := volumePath(k.opts.podsDir(pod.Spec.NodeName), pod.UID, plugin, name)
+	return dir, k.fillVolume(ctx, pod, vol, dir, fill)
+}
+
+// fillVolume writes a volume's content into its fresh folder: Secret and ConfigMap keys, and with fill the
+// fixture of a data volume. A restored pod's data volume starts empty: filling it is the node-agent's job.
+func (k *kubelet) fillVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, dir string, fill bool) error {
 	// Start from nothing, so a retry after a half-done fill writes exactly the fixture.
 	if err := os.RemoveAll(dir); err != nil {
 		return err
@@ -263,11 +280,14 @@ func (k *kubelet) makeVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Vo
 	switch {
 	case vol.EmptyDir != nil:
 		// The kubelet makes emptyDir world-writable, so any container user can use it.
-		if err := os.Chmod(dir, 0o777); err != nil {
+		if err := os.Chmod(dir, 0o777); err != nil || !fill {
 			return err
 		}
 		return k.fill(pod, vol.Name, dir)
 	case vol.PersistentVolumeClaim != nil:
+		if !fill {
+			return nil
+		}
 		return k.fill(pod, vol.Name, dir)
 	case vol.Secret != nil:
 		sec, err := k.cs.CoreV1().Secrets(pod.Namespace).Get(ctx, vol.Secret.SecretName, metav1.GetOptions{})
@@ -337,7 +357,12 @@ func (k *kubelet) claimLocation(ctx context.Context, namespace, claim string, bi
 		return "", "", fmt.Errorf("read claim %s: %w", claim, err)
 	}
 	if pvc.Spec.VolumeName == "" {
-		return "", "", fmt.Errorf("claim %s names no volume (spec.volumeName); the simulator has no PV controller", claim)
+		if !bind {
+			return "", "", fmt.Errorf("claim %s names no volume (spec.volumeName) yet", claim)
+		}
+		if pvc, err = k.provision(ctx, pvc); err != nil {
+			return "", "", err
+		}
 	}
 	pv, err := k.cs.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
 	if err != nil {

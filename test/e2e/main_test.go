@@ -22,8 +22,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// straddleBin is the binary TestMain built; moduleRoot is the folder of go.mod.
-var straddleBin, moduleRoot string
+// straddleBin and restoreHelperBin are the binaries TestMain built; moduleRoot is the folder of go.mod.
+var straddleBin, restoreHelperBin, moduleRoot string
 
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
@@ -49,12 +49,16 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	straddleBin = filepath.Join(tmp, "straddle")
-	build := exec.Command("go", "build", "-o", straddleBin, "./cmd/straddle")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build straddle in %s: %v\n%s", root, err, out)
-		return 1
+	restoreHelperBin = filepath.Join(tmp, "straddle-restore-helper")
+	// The simulated kubelet runs the real restore helper as a restored pod's restore-wait init container.
+	for bin, pkg := range map[string]string{straddleBin: "./cmd/straddle", restoreHelperBin: "./cmd/straddle-restore-helper"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Dir = root
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s in %s: %v\n%s", pkg, root, err, out)
+			return 1
+		}
 	}
 	return m.Run()
 }
