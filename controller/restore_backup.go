@@ -32,7 +32,9 @@ type storedBackup struct {
 // problem says why the restore cannot go on (a message for its status); err is a failure worth retrying.
 func (r *RestoreReconciler) findBackup(ctx context.Context, name string) (loc *v1.BackupStorageLocation, problem string, err error) {
 	var b v1.Backup
-	err = r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: name}, &b)
+	// Read past the cache: a Backup created a moment before the Restore may not be in it yet, and a miss here
+	// sends the restore to search storage, where an unfinished backup is not found at all.
+	err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: name}, &b)
 	switch {
 	case err == nil:
 		if b.Status.Phase != v1.PhaseCompleted && b.Status.Phase != v1.PhasePartiallyFailed {
