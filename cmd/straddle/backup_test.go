@@ -489,13 +489,13 @@ func TestLineViewHintsOnce(t *testing.T) {
 	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "n"}}
 	w := &backupWaiter{namespace: "straddle"}
 	for _, el := range []time.Duration{0, 29 * time.Second, 31 * time.Second, 45 * time.Second} {
-		v.show(b, nil, el, w.hint(b, el))
+		v.show(b, nil, el, notPickedUpHint("backup", w.namespace, b.Status.Phase, el))
 	}
 	if n := strings.Count(out.String(), "controller has not started this backup yet: is it running? (kubectl -n straddle get deployment straddle-controller)"); n != 1 {
 		t.Errorf("hint printed %d times:\n%s", n, out.String())
 	}
 	b.Status.Phase = v1.PhaseInProgress
-	if h := w.hint(b, time.Hour); h != "" {
+	if h := notPickedUpHint("backup", w.namespace, b.Status.Phase, time.Hour); h != "" {
 		t.Errorf("hint for a running backup: %q", h)
 	}
 }

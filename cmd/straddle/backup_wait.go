@@ -34,57 +34,27 @@ type backupWaiter struct {
 	grace time.Duration
 }
 
-// readErrorGrace is how long reads may keep failing before waiting gives up: a long backup should outlive a
-// restarting API server or a network blip.
-const readErrorGrace = time.Minute
-
 // wait returns nil once the backup Completed, and an error naming the phase and the failed volumes if it
 // ended otherwise. Cancelling ctx (Ctrl-C) stops the waiting only; the backup goes on.
 func (w *backupWaiter) wait(ctx context.Context) error {
-	start := w.clock.Now()
-	grace := w.grace
-	if grace == 0 {
-		grace = readErrorGrace
-	}
-	var failingSince time.Time
 	defer w.view.finish()
-	for {
+	p := poller{clock: w.clock, interval: w.interval, grace: w.grace, kind: "backup", name: w.name,
+		gone: func(err error) bool { return errors.As(err, new(*backupNotFoundError)) }}
+	return p.poll(ctx, func(ctx context.Context, elapsed func() time.Duration) (bool, error, error) {
 		b, pvbs, err := w.read(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return fmt.Errorf("stopped waiting; backup %q goes on (straddle backup describe %s shows it)", w.name, w.name)
-		case errors.As(err, new(*backupNotFoundError)):
-			return fmt.Errorf("backup %q was deleted while waiting for it", w.name)
-		case err != nil && failingSince.IsZero():
-			failingSince = w.clock.Now()
-		case err != nil && w.clock.Since(failingSince) > grace:
-			return fmt.Errorf("gave up waiting for backup %q after %s of failed reads: %w", w.name, grace, err)
-		case err == nil:
-			failingSince = time.Time{}
-			elapsed := w.clock.Since(start)
-			w.view.show(b, pvbs, elapsed, w.hint(b, elapsed))
-			if isTerminalPhase(phaseOf(b)) {
-				return backupOutcome(b, pvbs)
-			}
-			if b.Status.Phase == v1.PhaseDeleting {
-				return fmt.Errorf("backup %q is being deleted", w.name)
-			}
+		if err != nil {
+			return false, nil, err
 		}
-		select {
-		case <-ctx.Done():
-		case <-w.clock.After(w.interval):
+		e := elapsed()
+		w.view.show(b, pvbs, e, notPickedUpHint("backup", w.namespace, b.Status.Phase, e))
+		if isTerminalPhase(phaseOf(b)) {
+			return true, backupOutcome(b, pvbs), nil
 		}
-	}
-}
-
-// notPickedUpAfter is how long a Backup may stay New before the wait says the controller may not be running.
-const notPickedUpAfter = 30 * time.Second
-
-func (w *backupWaiter) hint(b *v1.Backup, elapsed time.Duration) string {
-	if b.Status.Phase != "" && b.Status.Phase != v1.PhaseNew || elapsed < notPickedUpAfter {
-		return ""
-	}
-	return fmt.Sprintf("the controller has not started this backup yet: is it running? (kubectl -n %s get deployment straddle-controller)", w.namespace)
+		if b.Status.Phase == v1.PhaseDeleting {
+			return true, fmt.Errorf("backup %q is being deleted", w.name), nil
+		}
+		return false, nil, nil
+	})
 }
 
 func (w *backupWaiter) read(ctx context.Context) (*v1.Backup, []v1.PodVolumeBackup, error) {

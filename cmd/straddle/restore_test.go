@@ -289,13 +289,13 @@ func TestRestoreLineViewHintsOnce(t *testing.T) {
 	r := &v1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "n"}}
 	w := &restoreWaiter{namespace: "straddle"}
 	for _, el := range []time.Duration{0, 29 * time.Second, 31 * time.Second, 45 * time.Second} {
-		v.show(r, nil, el, w.hint(r, el))
+		v.show(r, nil, el, notPickedUpHint("restore", w.namespace, r.Status.Phase, el))
 	}
 	if n := strings.Count(out.String(), "controller has not started this restore yet: is it running? (kubectl -n straddle get deployment straddle-controller)"); n != 1 {
 		t.Errorf("hint printed %d times:\n%s", n, out.String())
 	}
 	r.Status.Phase = v1.PhaseInProgress
-	if h := w.hint(r, time.Hour); h != "" {
+	if h := notPickedUpHint("restore", w.namespace, r.Status.Phase, time.Hour); h != "" {
 		t.Errorf("hint for a running restore: %q", h)
 	}
 }

@@ -46,46 +46,23 @@ type restoreWaiter struct {
 // wait returns nil once the restore Completed, and an error naming the phase and the failed volumes if it
 // ended otherwise. Cancelling ctx (Ctrl-C) stops the waiting only; the restore goes on.
 func (w *restoreWaiter) wait(ctx context.Context) error {
-	start := w.clock.Now()
-	grace := w.grace
-	if grace == 0 {
-		grace = readErrorGrace
-	}
-	var failingSince time.Time
-	for {
+	p := poller{clock: w.clock, interval: w.interval, grace: w.grace, kind: "restore", name: w.name,
+		gone: func(err error) bool { return errors.As(err, new(*restoreNotFoundError)) }}
+	return p.poll(ctx, func(ctx context.Context, elapsed func() time.Duration) (bool, error, error) {
 		r, pvrs, err := w.read(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return fmt.Errorf("stopped waiting; restore %q goes on (straddle restore describe %s shows it)", w.name, w.name)
-		case errors.As(err, new(*restoreNotFoundError)):
-			return fmt.Errorf("restore %q was deleted while waiting for it", w.name)
-		case err != nil && failingSince.IsZero():
-			failingSince = w.clock.Now()
-		case err != nil && w.clock.Since(failingSince) > grace:
-			return fmt.Errorf("gave up waiting for restore %q after %s of failed reads: %w", w.name, grace, err)
-		case err == nil:
-			failingSince = time.Time{}
-			elapsed := w.clock.Since(start)
-			w.view.show(r, pvrs, elapsed, w.hint(r, elapsed))
-			if isTerminalPhase(restorePhaseOf(r)) {
-				return restoreOutcome(r, pvrs)
-			}
-			if r.Status.Phase == v1.PhaseDeleting {
-				return fmt.Errorf("restore %q is being deleted", w.name)
-			}
+		if err != nil {
+			return false, nil, err
 		}
-		select {
-		case <-ctx.Done():
-		case <-w.clock.After(w.interval):
+		e := elapsed()
+		w.view.show(r, pvrs, e, notPickedUpHint("restore", w.namespace, r.Status.Phase, e))
+		if isTerminalPhase(restorePhaseOf(r)) {
+			return true, restoreOutcome(r, pvrs), nil
 		}
-	}
-}
-
-func (w *restoreWaiter) hint(r *v1.Restore, elapsed time.Duration) string {
-	if r.Status.Phase != "" && r.Status.Phase != v1.PhaseNew || elapsed < notPickedUpAfter {
-		return ""
-	}
-	return fmt.Sprintf("the controller has not started this restore yet: is it running? (kubectl -n %s get deployment straddle-controller)", w.namespace)
+		if r.Status.Phase == v1.PhaseDeleting {
+			return true, fmt.Errorf("restore %q is being deleted", w.name), nil
+		}
+		return false, nil, nil
+	})
 }
 
 func (w *restoreWaiter) read(ctx context.Context) (*v1.Restore, []v1.PodVolumeRestore, error) {
