@@ -40,17 +40,22 @@ func backupLogs(ctx context.Context, f *backupFlags, name string, out io.Writer)
 	if err != nil {
 		return err
 	}
-	// The Backup and its PodVolumeBackups live in the install namespace, and so do their Events.
+	return printEvents(ctx, cl, f.namespace, "backup", name, backupEventObjects(b, pvbs), out)
+}
+
+// printEvents prints the Events about objects (a Backup or Restore, called kind name, and its volumes), which
+// live in the install namespace with them, oldest first, or says there are none.
+func printEvents(ctx context.Context, cl client.Client, namespace, kind, name string, objects map[string]eventObject, out io.Writer) error {
 	var events corev1.EventList
-	if err := cl.List(ctx, &events, client.InNamespace(f.namespace)); err != nil {
-		return fmt.Errorf("list events in namespace %s: %w", f.namespace, err)
+	if err := cl.List(ctx, &events, client.InNamespace(namespace)); err != nil {
+		return fmt.Errorf("list events in namespace %s: %w", namespace, err)
 	}
-	rows := backupEvents(b, pvbs, events.Items)
+	rows := eventsAbout(objects, events.Items)
 	if len(rows) == 0 {
-		_, err := fmt.Fprintf(out, "No events for backup %q (Kubernetes keeps events for an hour by default); straddle backup describe %s shows its state.\n", name, name)
+		_, err := fmt.Fprintf(out, "No events for %s %q (Kubernetes keeps events for an hour by default); straddle %s describe %s shows its state.\n", kind, name, kind, name)
 		return err
 	}
-	_, err = io.WriteString(out, eventTable(rows))
+	_, err := io.WriteString(out, eventTable(rows))
 	return err
 }
 
@@ -61,16 +66,29 @@ type eventRow struct {
 	event  *corev1.Event
 }
 
+// eventObject is an object whose Events are shown: its UID (to tell it from an earlier object of the same
+// name) and its name as the OBJECT column shows it.
+type eventObject struct {
+	uid  types.UID
+	name string
+}
+
+// backupEventObjects keys the Backup and its PodVolumeBackups by "Kind/name", as Events refer to them.
+func backupEventObjects(b *v1.Backup, pvbs []v1.PodVolumeBackup) map[string]eventObject {
+	objects := map[string]eventObject{"Backup/" + b.Name: {b.UID, "backup"}}
+	for i := range pvbs {
+		objects["PodVolumeBackup/"+pvbs[i].Name] = eventObject{pvbs[i].UID, "pvb " + volumeName(&pvbs[i])}
+	}
+	return objects
+}
+
 // backupEvents picks the Events about the Backup or one of its PodVolumeBackups, oldest first.
 func backupEvents(b *v1.Backup, pvbs []v1.PodVolumeBackup, events []corev1.Event) []eventRow {
-	type object struct {
-		uid  types.UID
-		name string
-	}
-	objects := map[string]object{"Backup/" + b.Name: {b.UID, "backup"}}
-	for i := range pvbs {
-		objects["PodVolumeBackup/"+pvbs[i].Name] = object{pvbs[i].UID, "pvb " + volumeName(&pvbs[i])}
-	}
+	return eventsAbout(backupEventObjects(b, pvbs), events)
+}
+
+// eventsAbout picks the Events about objects (keyed "Kind/name"), oldest first.
+func eventsAbout(objects map[string]eventObject, events []corev1.Event) []eventRow {
 	var rows []eventRow
 	for i := range events {
 		e := &events[i]
