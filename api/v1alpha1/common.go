@@ -54,3 +54,12 @@ const BackupLabel = "straddle.io/backup"
 
 // RestoreLabel labels a restore's PodVolumeRestores with the Restore's name.
 const RestoreLabel = "straddle.io/restore"
+
+// ScheduleLabel labels the Backups a Schedule created with the Schedule's name; retention and the
+// no-overlap rule find a schedule's Backups by it.
+const ScheduleLabel = "straddle.io/schedule"
+
+// SyncedFromAnnotation marks a Backup the controller created from a storage location's backups/ folder (value:
+// the location's name) rather than from a user's request: the Backup reconciler never runs such a backup, and
+// the sync removes it when its folder disappears from storage.
+const SyncedFromAnnotation = "straddle.io/synced-from"

@@ -51,6 +51,9 @@ type clusterOptions struct {
 	Storage *sharedStorage
 	// InstallArgs are more `straddle install` flags (--image-registry, --repository-password-file).
 	InstallArgs []string
+	// ControllerArgs and NodeAgentArgs are more flags for `straddle controller` and each `straddle node-agent`.
+	ControllerArgs []string
+	NodeAgentArgs  []string
 }
 
 // sharedStorage names a running MinIO and one of its buckets.
@@ -104,10 +107,11 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	if opts.DefaultVolumesToFsBackup {
 		ctrlArgs = append(ctrlArgs, "--default-volumes-to-fs-backup")
 	}
+	ctrlArgs = append(ctrlArgs, opts.ControllerArgs...)
 	c.controller = startServer(t, "controller", filepath.Join(c.logDir, "controller.log"), ctrlArgs...)
 	for _, node := range []string{nodeA, nodeB} {
 		c.agents[node] = startServer(t, "node-agent "+node, filepath.Join(c.logDir, "node-agent-"+node+".log"),
-			"node-agent", "--kubeconfig", c.kubeconfig, "--namespace", installNamespace, "--node-name", node, "--host-pods-dir", c.podsDir(node))
+			append([]string{"node-agent", "--kubeconfig", c.kubeconfig, "--namespace", installNamespace, "--node-name", node, "--host-pods-dir", c.podsDir(node)}, opts.NodeAgentArgs...)...)
 	}
 	c.kubelet = startKubelet(t, cfg, kubeletOptions{
 		nodes: []string{nodeA, nodeB}, podsDir: c.podsDir, fill: opts.Fill, place: opts.Place,
