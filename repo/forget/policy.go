@@ -16,6 +16,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/id"
@@ -45,11 +46,11 @@ const (
 	ReasonMonthly = "monthly"
 )
 
-// rule is one keep-* rule: how many buckets it keeps and which bucket a snapshot falls in.
+// rule is one keep-* rule: how many buckets it keeps and which bucket a time falls in.
 type rule struct {
 	reason string
 	n      int
-	bucket func(s *snapshot.Snapshot) int64
+	bucket func(t time.Time) int64
 }
 
 // rules lists the policy's rules in the order reasons are reported.
@@ -57,20 +58,20 @@ func (p Policy) rules() []rule {
 	return []rule{
 		// Every snapshot is its own bucket: its position in the newest-first order is unique.
 		{ReasonLast, p.Last, nil},
-		{ReasonHourly, p.Hourly, func(s *snapshot.Snapshot) int64 {
-			t := s.Time.UTC()
+		{ReasonHourly, p.Hourly, func(t time.Time) int64 {
+			t = t.UTC()
 			return int64(t.Year())*1_000_000 + int64(t.YearDay())*100 + int64(t.Hour())
 		}},
-		{ReasonDaily, p.Daily, func(s *snapshot.Snapshot) int64 {
-			t := s.Time.UTC()
+		{ReasonDaily, p.Daily, func(t time.Time) int64 {
+			t = t.UTC()
 			return int64(t.Year())*1000 + int64(t.YearDay())
 		}},
-		{ReasonWeekly, p.Weekly, func(s *snapshot.Snapshot) int64 {
-			year, week := s.Time.UTC().ISOWeek()
+		{ReasonWeekly, p.Weekly, func(t time.Time) int64 {
+			year, week := t.UTC().ISOWeek()
 			return int64(year)*100 + int64(week)
 		}},
-		{ReasonMonthly, p.Monthly, func(s *snapshot.Snapshot) int64 {
-			t := s.Time.UTC()
+		{ReasonMonthly, p.Monthly, func(t time.Time) int64 {
+			t = t.UTC()
 			return int64(t.Year())*100 + int64(t.Month())
 		}},
 	}
@@ -244,26 +245,11 @@ func applyToGroup(snaps []*snapshot.Snapshot, p Policy) ([]Kept, []*snapshot.Sna
 		// Equal times: order by ID so the plan does not depend on the order snapshots were listed in.
 		return id.Compare(b.ID, a.ID)
 	})
-	reasons := make([][]string, len(newestFirst))
-	for _, r := range p.rules() {
-		kept := 0
-		var last int64
-		for i, s := range newestFirst {
-			if kept >= r.n {
-				break
-			}
-			if r.bucket != nil {
-				b := r.bucket(s)
-				// Newest first, so a bucket's snapshots are adjacent: a new bucket value is a bucket not yet seen.
-				if kept > 0 && b == last {
-					continue
-				}
-				last = b
-			}
-			reasons[i] = append(reasons[i], r.reason)
-			kept++
-		}
+	times := make([]time.Time, len(newestFirst))
+	for i, s := range newestFirst {
+		times[i] = s.Time
 	}
+	reasons := p.reasonsNewestFirst(times)
 	var keep []Kept
 	var remove []*snapshot.Snapshot
 	for i, s := range slices.Backward(newestFirst) {
@@ -274,6 +260,45 @@ func applyToGroup(snaps []*snapshot.Snapshot, p Policy) ([]Kept, []*snapshot.Sna
 		}
 	}
 	return keep, remove
+}
+
+// KeepTimes applies the policy to anything that has a time, not only snapshots (the controller uses it for
+// a schedule's Backups). times must be sorted newest first; ties are the caller's to order. It returns, for
+// each time, the rules that keep it; an empty entry is not kept. It refuses an invalid or empty policy, which
+// would keep nothing.
+func (p Policy) KeepTimes(newestFirst []time.Time) ([][]string, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if !slices.IsSortedFunc(newestFirst, func(a, b time.Time) int { return b.Compare(a) }) {
+		return nil, errors.New("times are not sorted newest first")
+	}
+	return p.reasonsNewestFirst(newestFirst), nil
+}
+
+// reasonsNewestFirst runs every rule over times sorted newest first.
+func (p Policy) reasonsNewestFirst(times []time.Time) [][]string {
+	reasons := make([][]string, len(times))
+	for _, r := range p.rules() {
+		kept := 0
+		var last int64
+		for i, t := range times {
+			if kept >= r.n {
+				break
+			}
+			if r.bucket != nil {
+				b := r.bucket(t)
+				// Newest first, so a bucket's times are adjacent: a new bucket value is a bucket not yet seen.
+				if kept > 0 && b == last {
+					continue
+				}
+				last = b
+			}
+			reasons[i] = append(reasons[i], r.reason)
+			kept++
+		}
+	}
+	return reasons
 }
 
 func keyOf(s *snapshot.Snapshot, by GroupBy) GroupKey {

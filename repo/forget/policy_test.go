@@ -277,3 +277,36 @@ func TestPolicyString(t *testing.T) {
 		t.Errorf("String: %q", s)
 	}
 }
+
+// TestKeepTimes checks the policy over bare times gives the same choice Apply makes over snapshots, and that
+// it refuses what it cannot judge.
+func TestKeepTimes(t *testing.T) {
+	var times []time.Time
+	for _, s := range []string{"2026-03-02T10:30:00Z", "2026-03-02T10:10:00Z", "2026-03-02T09:50:00Z", "2026-03-01T23:00:00Z", "2026-02-27T12:00:00Z"} {
+		tm, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		times = append(times, tm)
+	}
+	got, err := Policy{Last: 1, Hourly: 2, Daily: 3}.KeepTimes(times)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{ReasonLast, ReasonHourly, ReasonDaily}, nil, {ReasonHourly}, {ReasonDaily}, {ReasonDaily}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("KeepTimes = %v, want %v", got, want)
+	}
+	if _, err := (Policy{}).KeepTimes(times); !errors.Is(err, ErrEmptyPolicy) {
+		t.Errorf("empty policy: err = %v, want ErrEmptyPolicy", err)
+	}
+	if _, err := (Policy{Last: 1}).KeepTimes(reversed(times)); err == nil {
+		t.Error("times oldest first: no error")
+	}
+}
+
+func reversed(ts []time.Time) []time.Time {
+	out := slices.Clone(ts)
+	slices.Reverse(out)
+	return out
+}
