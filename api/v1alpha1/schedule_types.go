@@ -14,15 +14,51 @@ type ScheduleSpec struct {
 	Template BackupSpec `json:"template,omitempty"`
 	// Paused stops new runs; running ones finish.
 	Paused bool `json:"paused,omitempty"`
+	// Retention, when set, decides which of the schedule's Backups to keep; the others are deleted once
+	// they ended. Every Backup's TTL applies too.
+	// +optional
+	Retention *RetentionPolicy `json:"retention,omitempty"`
+}
+
+// RetentionPolicy keeps a schedule's Backups as restic's forget does: keepLast keeps the N newest; each of
+// the others keeps the newest Backup of each of the N most recent hours, days, ISO weeks or months (UTC)
+// that have one. A Backup kept by any rule is kept; zero turns a rule off. Backups are ordered by their
+// start time; Failed Backups are never kept, only left until a newer kept one exists.
+type RetentionPolicy struct {
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	KeepLast int `json:"keepLast,omitempty"`
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	KeepHourly int `json:"keepHourly,omitempty"`
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	KeepDaily int `json:"keepDaily,omitempty"`
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	KeepWeekly int `json:"keepWeekly,omitempty"`
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	KeepMonthly int `json:"keepMonthly,omitempty"`
 }
 
 // ScheduleStatus records the schedule's runs.
 type ScheduleStatus struct {
-	LastBackup     string             `json:"lastBackup,omitempty"`
-	LastBackupTime *metav1.Time       `json:"lastBackupTime,omitempty"`
-	NextRunTime    *metav1.Time       `json:"nextRunTime,omitempty"`
-	SkippedRuns    int                `json:"skippedRuns,omitempty"`
-	Conditions     []metav1.Condition `json:"conditions,omitempty"`
+	// LastBackup is the name of the Backup the schedule created last.
+	LastBackup string `json:"lastBackup,omitempty"`
+	// LastBackupTime is the tick LastBackup was created for.
+	LastBackupTime *metav1.Time `json:"lastBackupTime,omitempty"`
+	// NextRunTime is the next tick; empty while paused or while the expression is invalid.
+	NextRunTime *metav1.Time `json:"nextRunTime,omitempty"`
+	// SkippedRuns counts ticks at which no Backup was created because one of the schedule's Backups was
+	// still running.
+	SkippedRuns int `json:"skippedRuns,omitempty"`
+	// LastSkippedTime is the latest skipped tick.
+	LastSkippedTime *metav1.Time `json:"lastSkippedTime,omitempty"`
+	// Message says why the schedule does not run (an expression the parser rejects, paused), else empty.
+	Message string `json:"message,omitempty"`
+	// Conditions holds Ready: True while the schedule runs, False with reason Paused or InvalidSchedule.
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // Schedule runs backups periodically.
