@@ -8,6 +8,7 @@ require (
 	github.com/minio/sha256-simd v1.0.1
 	github.com/prometheus/client_golang v1.24.0
 	github.com/restic/chunker v0.4.0
+	github.com/robfig/cron/v3 v3.0.1
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/crypto v0.58.0
 	golang.org/x/sync v0.24.0

@@ -136,6 +136,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 			&v1.BackupRepository{}:      inInstall,
 			&v1.Restore{}:               inInstall,
 			&v1.PodVolumeRestore{}:      inInstall,
+			&v1.Schedule{}:              inInstall,
 		}},
 	})
 	if err != nil {
@@ -164,6 +165,16 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn},
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	schedules := &controller.ScheduleReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Clock:     clock.RealClock{},
+		Events:    mgr.GetEventRecorder("straddle-controller"),
+		Namespace: o.namespace,
+	}
+	if err := schedules.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	restores := &controller.RestoreReconciler{
