@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +25,28 @@ import (
 // backupCreateOptions are the flags of `straddle backup create`.
 type backupCreateOptions struct {
 	*backupFlags
+	backupSpecFlags
+	wait bool
+}
+
+func newBackupCreateCmd(f *backupFlags) *cobra.Command {
+	o := &backupCreateOptions{backupFlags: f}
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a Backup of the selected pods' volumes (and with --wait, watch it to the end)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), args[0], cmd.OutOrStdout())
+		},
+	}
+	o.backupSpecFlags.register(cmd.Flags(), "back up")
+	cmd.Flags().BoolVar(&o.wait, "wait", false, "wait until the backup ends, showing its progress; exit non-zero unless it Completed")
+	return cmd
+}
+
+// backupSpecFlags choose what a Backup backs up and where it is kept: `backup create` and `schedule create`
+// (for its Backups' template) share them.
+type backupSpecFlags struct {
 	includeNamespaces []string
 	excludeNamespaces []string
 	selector          string
@@ -31,36 +54,42 @@ type backupCreateOptions struct {
 	// defaultVolumes is nil unless the flag was given, so an unset flag leaves the install's default.
 	defaultVolumes  *bool
 	storageLocation string
-	wait            bool
 }
 
-func newBackupCreateCmd(f *backupFlags) *cobra.Command {
-	o := &backupCreateOptions{backupFlags: f}
-	var defaultVolumes bool
-	cmd := &cobra.Command{
-		Use:   "create NAME",
-		Short: "Create a Backup of the selected pods' volumes (and with --wait, watch it to the end)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().Changed("default-volumes-to-fs-backup") {
-				o.defaultVolumes = &defaultVolumes
-			}
-			return o.run(cmd.Context(), args[0], cmd.OutOrStdout())
-		},
-	}
-	fl := cmd.Flags()
-	fl.StringSliceVar(&o.includeNamespaces, "include-namespaces", nil, "namespaces to back up, comma-separated; * for all (default all)")
-	fl.StringSliceVar(&o.excludeNamespaces, "exclude-namespaces", nil, "namespaces not to back up, comma-separated")
-	fl.StringVarP(&o.selector, "selector", "l", "", "back up only the pods matching this label selector, such as app=web,tier in (db,cache)")
-	fl.StringVar(&o.ttl, "ttl", "", "how long to keep the backup, such as 72h or 30d (default 720h)")
-	fl.BoolVar(&defaultVolumes, "default-volumes-to-fs-backup", false, "back up every pod volume not excluded by annotation (default: the install's setting)")
-	fl.StringVar(&o.storageLocation, "storage-location", "", "BackupStorageLocation to store the backup in (default: the default location)")
-	fl.BoolVar(&o.wait, "wait", false, "wait until the backup ends, showing its progress; exit non-zero unless it Completed")
-	return cmd
+// register adds the flags; verb says what the command does with the selected pods ("back up").
+func (o *backupSpecFlags) register(fl *pflag.FlagSet, verb string) {
+	fl.StringSliceVar(&o.includeNamespaces, "include-namespaces", nil, "namespaces to "+verb+", comma-separated; * for all (default all)")
+	fl.StringSliceVar(&o.excludeNamespaces, "exclude-namespaces", nil, "namespaces not to "+verb+", comma-separated")
+	fl.StringVarP(&o.selector, "selector", "l", "", verb+" only the pods matching this label selector, such as app=web,tier in (db,cache)")
+	fl.StringVar(&o.ttl, "ttl", "", "how long to keep each backup, such as 72h or 30d (default 720h)")
+	fl.Var(optionalBool{&o.defaultVolumes}, "default-volumes-to-fs-backup", "back up every pod volume not excluded by annotation (default: the install's setting)")
+	fl.Lookup("default-volumes-to-fs-backup").NoOptDefVal = "true"
+	fl.StringVar(&o.storageLocation, "storage-location", "", "BackupStorageLocation to store the backups in (default: the default location)")
 }
+
+// optionalBool is a boolean flag that stays nil unless given.
+type optionalBool struct{ v **bool }
+
+func (b optionalBool) String() string {
+	if b.v == nil || *b.v == nil {
+		return ""
+	}
+	return strconv.FormatBool(**b.v)
+}
+
+func (b optionalBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("want true or false: %w", err)
+	}
+	*b.v = &v
+	return nil
+}
+
+func (b optionalBool) Type() string { return "bool" }
 
 // spec checks the flags and turns them into a BackupSpec, with one sentence for the first thing wrong.
-func (o *backupCreateOptions) spec() (v1.BackupSpec, error) {
+func (o *backupSpecFlags) spec() (v1.BackupSpec, error) {
 	spec := v1.BackupSpec{DefaultVolumesToFsBackup: o.defaultVolumes, StorageLocation: o.storageLocation}
 	for _, set := range []struct {
 		flag  string
@@ -139,7 +168,7 @@ func (o *backupCreateOptions) run(ctx context.Context, name string, out io.Write
 	if err != nil {
 		return err
 	}
-	if err := o.checkStorageLocation(ctx, cl); err != nil {
+	if err := checkStorageLocation(ctx, cl, o.namespace, o.storageLocation); err != nil {
 		return err
 	}
 	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: o.namespace}, Spec: spec}
@@ -161,17 +190,17 @@ func (o *backupCreateOptions) run(ctx context.Context, name string, out io.Write
 
 // checkStorageLocation fails early on a location that does not exist, rather than leaving the user to find
 // a Failed backup later. An unnamed location is the controller's to choose.
-func (o *backupCreateOptions) checkStorageLocation(ctx context.Context, cl client.Client) error {
-	if o.storageLocation == "" {
+func checkStorageLocation(ctx context.Context, cl client.Client, namespace, name string) error {
+	if name == "" {
 		return nil
 	}
 	var loc v1.BackupStorageLocation
-	err := cl.Get(ctx, client.ObjectKey{Namespace: o.namespace, Name: o.storageLocation}, &loc)
+	err := cl.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &loc)
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("storage location %q not found in namespace %s (kubectl -n %s get backupstoragelocations lists them)", o.storageLocation, o.namespace, o.namespace)
+		return fmt.Errorf("storage location %q not found in namespace %s (kubectl -n %s get backupstoragelocations lists them)", name, namespace, namespace)
 	}
 	if err != nil {
-		return fmt.Errorf("read storage location %s/%s: %w", o.namespace, o.storageLocation, err)
+		return fmt.Errorf("read storage location %s/%s: %w", namespace, name, err)
 	}
 	return nil
 }

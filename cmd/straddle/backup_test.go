@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -67,7 +69,7 @@ func TestValidBackupName(t *testing.T) {
 
 func TestCreateSpecFromFlags(t *testing.T) {
 	yes := true
-	o := &backupCreateOptions{includeNamespaces: []string{"a", " b", ""}, excludeNamespaces: []string{"c"}, selector: "app=web,tier in (db,cache)",
+	o := &backupSpecFlags{includeNamespaces: []string{"a", " b", ""}, excludeNamespaces: []string{"c"}, selector: "app=web,tier in (db,cache)",
 		ttl: "72h", defaultVolumes: &yes, storageLocation: "minio"}
 	spec, err := o.spec()
 	if err != nil {
@@ -82,7 +84,7 @@ func TestCreateSpecFromFlags(t *testing.T) {
 	if spec.TTL == nil || spec.TTL.Duration != 72*time.Hour || spec.DefaultVolumesToFsBackup == nil || !*spec.DefaultVolumesToFsBackup || spec.StorageLocation != "minio" {
 		t.Errorf("spec: %+v", spec)
 	}
-	empty, err := (&backupCreateOptions{}).spec()
+	empty, err := (&backupSpecFlags{}).spec()
 	if err != nil || empty.TTL != nil || empty.DefaultVolumesToFsBackup != nil || empty.LabelSelector != nil {
 		t.Errorf("no flags gave %+v, %v; want everything left to the defaults", empty, err)
 	}
@@ -543,5 +545,33 @@ func TestBackupWaiterReads(t *testing.T) {
 	}
 	if err := waiter(0).wait(ctx); err == nil || !strings.Contains(err.Error(), "was deleted while waiting") {
 		t.Errorf("no backup: %v", err)
+	}
+}
+
+// --default-volumes-to-fs-backup is three-valued: absent leaves the install's default, bare means true.
+func TestDefaultVolumesFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{nil, "<nil>"}, {[]string{"--default-volumes-to-fs-backup"}, "true"}, {[]string{"--default-volumes-to-fs-backup=false"}, "false"}} {
+		var o backupSpecFlags
+		fl := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		o.register(fl, "back up")
+		if err := fl.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		got := "<nil>"
+		if o.defaultVolumes != nil {
+			got = strconv.FormatBool(*o.defaultVolumes)
+		}
+		if got != c.want {
+			t.Errorf("%v: %s, want %s", c.args, got, c.want)
+		}
+	}
+	fl := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	(&backupSpecFlags{}).register(fl, "back up")
+	if err := fl.Parse([]string{"--default-volumes-to-fs-backup=maybe"}); err == nil {
+		t.Error("--default-volumes-to-fs-backup=maybe accepted")
 	}
 }

@@ -116,7 +116,7 @@ func (o *restoreCreateOptions) spec() (v1.RestoreSpec, error) {
 	}
 	spec := v1.RestoreSpec{BackupName: o.fromBackup}
 	// Namespace lists are checked as backup create checks them: the same names, the same rules.
-	sel := backupCreateOptions{includeNamespaces: o.includeNamespaces, excludeNamespaces: o.excludeNamespaces}
+	sel := backupSpecFlags{includeNamespaces: o.includeNamespaces, excludeNamespaces: o.excludeNamespaces}
 	bspec, err := sel.spec()
 	if err != nil {
 		return v1.RestoreSpec{}, err
