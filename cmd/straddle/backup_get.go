@@ -42,8 +42,8 @@ func newBackupGetCmd(f *backupFlags) *cobra.Command {
 }
 
 func (o *backupGetOptions) run(ctx context.Context, name string, out io.Writer) error {
-	if o.output != "" && o.output != "json" && o.output != "yaml" {
-		return fmt.Errorf("-o %s: want json or yaml (or nothing, for a table)", o.output)
+	if err := checkOutputFormat(o.output); err != nil {
+		return err
 	}
 	cl, err := o.client()
 	if err != nil {
@@ -70,21 +70,8 @@ func (o *backupGetOptions) run(ctx context.Context, name string, out io.Writer) 
 		list.SetGroupVersionKind(v1.GroupVersion.WithKind("BackupList"))
 		backups, obj = list.Items, &list
 	}
-	switch o.output {
-	case "json":
-		b, err := json.MarshalIndent(obj, "", "  ")
-		if err != nil {
-			return fmt.Errorf("print json: %w", err)
-		}
-		_, err = fmt.Fprintf(out, "%s\n", b)
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(obj)
-		if err != nil {
-			return fmt.Errorf("print yaml: %w", err)
-		}
-		_, err = out.Write(b)
-		return err
+	if o.output != "" {
+		return printObject(out, obj, o.output)
 	}
 	if len(backups) == 0 {
 		_, err := fmt.Fprintf(out, "No backups in namespace %s.\n", o.namespace)
@@ -110,4 +97,30 @@ func backupTable(backups []v1.Backup, now time.Time) string {
 	}
 	_ = tw.Flush()
 	return buf.String()
+}
+
+// checkOutputFormat accepts what -o of the get commands takes: json, yaml, or nothing (a table).
+func checkOutputFormat(format string) error {
+	if format != "" && format != "json" && format != "yaml" {
+		return fmt.Errorf("-o %s: want json or yaml (or nothing, for a table)", format)
+	}
+	return nil
+}
+
+// printObject prints obj as indented json or as yaml, as kubectl -o does.
+func printObject(out io.Writer, obj runtime.Object, format string) error {
+	if format == "json" {
+		b, err := json.MarshalIndent(obj, "", "  ")
+		if err != nil {
+			return fmt.Errorf("print json: %w", err)
+		}
+		_, err = fmt.Fprintf(out, "%s\n", b)
+		return err
+	}
+	b, err := yaml.Marshal(obj)
+	if err != nil {
+		return fmt.Errorf("print yaml: %w", err)
+	}
+	_, err = out.Write(b)
+	return err
 }
