@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -46,7 +47,11 @@ func newScheduleCreateCmd(f *backupFlags) *cobra.Command {
 			return createSchedule(cmd.Context(), cl, s, time.Now(), cmd.OutOrStdout())
 		},
 	}
-	fl := cmd.Flags()
+	o.register(cmd.Flags())
+	return cmd
+}
+
+func (o *scheduleCreateOptions) register(fl *pflag.FlagSet) {
 	fl.StringVar(&o.schedule, "schedule", "", `when to back up, in UTC: five cron fields ("0 3 * * *"), a descriptor (@daily, @hourly) or "@every 6h"`)
 	o.backupSpecFlags.register(fl, "back up")
 	fl.IntVar(&o.retention.KeepLast, "keep-last", 0, "keep the N newest backups (0: rule off)")
@@ -55,7 +60,6 @@ func newScheduleCreateCmd(f *backupFlags) *cobra.Command {
 	fl.IntVar(&o.retention.KeepWeekly, "keep-weekly", 0, "keep the newest backup of each of the last N ISO weeks that have one")
 	fl.IntVar(&o.retention.KeepMonthly, "keep-monthly", 0, "keep the newest backup of each of the last N months that have one")
 	fl.BoolVar(&o.paused, "paused", false, "create the schedule paused: no backups until straddle schedule unpause")
-	return cmd
 }
 
 // build checks the flags and makes the Schedule, with one sentence for the first thing wrong, before any
