@@ -163,7 +163,7 @@ func (r *ScheduleReconciler) run(ctx context.Context, s *v1.Schedule, sched cron
 			return onConflict(err, "record the run of schedule %s", s.Name)
 		}
 	}
-	// Events only once the status holds the tick, so a stale read that loses the update announces nothing.
+	// A skip is announced only once the status holds it, so a stale read that loses the update announces nothing.
 	if announce != nil {
 		announce()
 	}
@@ -172,7 +172,8 @@ func (r *ScheduleReconciler) run(ctx context.Context, s *v1.Schedule, sched cron
 }
 
 // runTick creates the tick's Backup unless one of the schedule's Backups is still running, and records the
-// outcome in s.Status. The returned function announces it, once the status is saved.
+// outcome in s.Status. The returned function, if any, announces a skip once the status holds it: a skip seen
+// through a stale read is never saved (the update conflicts), so it must not be announced either.
 func (r *ScheduleReconciler) runTick(ctx context.Context, s *v1.Schedule, tick time.Time) (func(), error) {
 	name := ScheduleBackupName(s.Name, tick)
 	backups, err := r.backups(ctx, r.APIReader, s)
@@ -205,9 +206,9 @@ func (r *ScheduleReconciler) runTick(ctx context.Context, s *v1.Schedule, tick t
 	case err != nil:
 		return nil, fmt.Errorf("create backup %s of schedule %s: %w", name, s.Name, err)
 	}
-	return func() {
-		r.Events.Eventf(s, b, corev1.EventTypeNormal, "Created", "Schedule", "created backup %s for the run at %s", name, tick.Format(time.RFC3339))
-	}, nil
+	// Only one Create of the name succeeds, so this is announced once even if recording it fails.
+	r.Events.Eventf(s, b, corev1.EventTypeNormal, "Created", "Schedule", "created backup %s for the run at %s", name, tick.Format(time.RFC3339))
+	return nil, nil
 }
 
 // applyRetention deletes the schedule's ended Backups its policy does not keep. The Backup's finalizer

@@ -152,6 +152,18 @@ func TestScheduleAndRetention(t *testing.T) {
 	ttlCreated := time.Now()
 
 	w := c.watchSchedule(t, "every5")
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		var list v1.ScheduleList
+		if err := c.cl.List(context.Background(), &list, client.InNamespace(installNamespace)); err != nil {
+			t.Logf("list Schedules: %v", err)
+		}
+		for _, s := range list.Items {
+			t.Logf("Schedule %s: spec %+v, status %+v", s.Name, s.Spec, s.Status)
+		}
+	})
 	res := c.cli(time.Minute, "schedule", "create", "every5", "--schedule", "@every 5s", "--include-namespaces", "sched", "--keep-last", "3")
 	if res.err != nil {
 		t.Fatalf("create the schedule: %s", res)
