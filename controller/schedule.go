@@ -107,9 +107,14 @@ func (r *ScheduleReconciler) parse(s *v1.Schedule) (cron.Schedule, string) {
 // invalid records why the schedule cannot run; it stays so until the spec changes (which wakes it).
 func (r *ScheduleReconciler) invalid(ctx context.Context, s *v1.Schedule, problem string) (ctrl.Result, error) {
 	announce := s.Status.Message != problem
+	before := s.Status.DeepCopy()
 	s.Status.Message = problem
 	s.Status.NextRunTime = nil
 	setReady(s, metav1.ConditionFalse, ReasonInvalidSchedule, problem)
+	if equality.Semantic.DeepEqual(before, &s.Status) {
+		// Woken by one of its Backups: nothing new to say.
+		return ctrl.Result{}, nil
+	}
 	if err := r.Client.Status().Update(ctx, s); err != nil {
 		return onConflict(err, "record invalid schedule %s", s.Name)
 	}

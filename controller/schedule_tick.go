@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -18,6 +19,9 @@ const MaxScheduleNameLength = maxNameLength - len("-"+ScheduleTimeFormat)
 // @daily, or @every with a Go duration; times are UTC. The CLI checks expressions with it before creating a
 // Schedule. An expression that never fires (February 30th) is refused too.
 func ParseSchedule(expr string) (cron.Schedule, error) {
+	if strings.HasPrefix(expr, "CRON_TZ=") || strings.HasPrefix(expr, "TZ=") {
+		return nil, fmt.Errorf("schedule %q names a time zone: schedules run in UTC, so write the times in UTC", expr)
+	}
 	s, err := cron.ParseStandard(expr)
 	if err != nil {
 		return nil, fmt.Errorf("schedule %q is not a cron expression (five fields such as \"0 3 * * *\", a descriptor such as @daily, or @every 6h): %w", expr, err)

@@ -21,12 +21,14 @@ func TestParseSchedule(t *testing.T) {
 		}
 	}
 	for expr, want := range map[string]string{
-		"":             "not a cron expression",
-		"0 3 * *":      "not a cron expression",
-		"61 * * * *":   "not a cron expression",
-		"@every 5 sec": "not a cron expression",
-		"@fortnightly": "not a cron expression",
-		"0 0 30 2 *":   "never fires",
+		"":                               "not a cron expression",
+		"0 3 * *":                        "not a cron expression",
+		"61 * * * *":                     "not a cron expression",
+		"@every 5 sec":                   "not a cron expression",
+		"@fortnightly":                   "not a cron expression",
+		"0 0 30 2 *":                     "never fires",
+		"CRON_TZ=Europe/Paris 0 3 * * *": "run in UTC",
+		"TZ=UTC @daily":                  "run in UTC",
 	} {
 		_, err := ParseSchedule(expr)
 		if err == nil || !strings.Contains(err.Error(), want) {
