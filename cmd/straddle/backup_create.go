@@ -39,7 +39,7 @@ func newBackupCreateCmd(f *backupFlags) *cobra.Command {
 			return o.run(cmd.Context(), args[0], cmd.OutOrStdout())
 		},
 	}
-	o.backupSpecFlags.register(cmd.Flags(), "back up")
+	o.backupSpecFlags.register(cmd.Flags())
 	cmd.Flags().BoolVar(&o.wait, "wait", false, "wait until the backup ends, showing its progress; exit non-zero unless it Completed")
 	return cmd
 }
@@ -56,11 +56,10 @@ type backupSpecFlags struct {
 	storageLocation string
 }
 
-// register adds the flags; verb says what the command does with the selected pods ("back up").
-func (o *backupSpecFlags) register(fl *pflag.FlagSet, verb string) {
-	fl.StringSliceVar(&o.includeNamespaces, "include-namespaces", nil, "namespaces to "+verb+", comma-separated; * for all (default all)")
-	fl.StringSliceVar(&o.excludeNamespaces, "exclude-namespaces", nil, "namespaces not to "+verb+", comma-separated")
-	fl.StringVarP(&o.selector, "selector", "l", "", verb+" only the pods matching this label selector, such as app=web,tier in (db,cache)")
+func (o *backupSpecFlags) register(fl *pflag.FlagSet) {
+	fl.StringSliceVar(&o.includeNamespaces, "include-namespaces", nil, "namespaces to back up, comma-separated; * for all (default all)")
+	fl.StringSliceVar(&o.excludeNamespaces, "exclude-namespaces", nil, "namespaces not to back up, comma-separated")
+	fl.StringVarP(&o.selector, "selector", "l", "", "back up only the pods matching this label selector, such as app=web,tier in (db,cache)")
 	fl.StringVar(&o.ttl, "ttl", "", "how long to keep each backup, such as 72h or 30d (default 720h)")
 	fl.Var(optionalBool{&o.defaultVolumes}, "default-volumes-to-fs-backup", "back up every pod volume not excluded by annotation (default: the install's setting)")
 	fl.Lookup("default-volumes-to-fs-backup").NoOptDefVal = "true"

@@ -556,7 +556,7 @@ func TestDefaultVolumesFlag(t *testing.T) {
 	}{{nil, "<nil>"}, {[]string{"--default-volumes-to-fs-backup"}, "true"}, {[]string{"--default-volumes-to-fs-backup=false"}, "false"}} {
 		var o backupSpecFlags
 		fl := pflag.NewFlagSet("t", pflag.ContinueOnError)
-		o.register(fl, "back up")
+		o.register(fl)
 		if err := fl.Parse(c.args); err != nil {
 			t.Fatal(err)
 		}
@@ -570,7 +570,7 @@ func TestDefaultVolumesFlag(t *testing.T) {
 	}
 	fl := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
-	(&backupSpecFlags{}).register(fl, "back up")
+	(&backupSpecFlags{}).register(fl)
 	if err := fl.Parse([]string{"--default-volumes-to-fs-backup=maybe"}); err == nil {
 		t.Error("--default-volumes-to-fs-backup=maybe accepted")
 	}

@@ -53,7 +53,7 @@ func newScheduleCreateCmd(f *backupFlags) *cobra.Command {
 
 func (o *scheduleCreateOptions) register(fl *pflag.FlagSet) {
 	fl.StringVar(&o.schedule, "schedule", "", `when to back up, in UTC: five cron fields ("0 3 * * *"), a descriptor (@daily, @hourly) or "@every 6h"`)
-	o.backupSpecFlags.register(fl, "back up")
+	o.backupSpecFlags.register(fl)
 	fl.IntVar(&o.retention.KeepLast, "keep-last", 0, "keep the N newest backups (0: rule off)")
 	fl.IntVar(&o.retention.KeepHourly, "keep-hourly", 0, "keep the newest backup of each of the last N hours that have one")
 	fl.IntVar(&o.retention.KeepDaily, "keep-daily", 0, "keep the newest backup of each of the last N days that have one")
