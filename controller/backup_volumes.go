@@ -242,14 +242,17 @@ func (r *BackupReconciler) recordRepository(ctx context.Context, location, names
 	if err != nil {
 		return fmt.Errorf("BackupRepository %s: %w", name, err)
 	}
-	want := v1.BackupRepositoryStatus{Phase: "Ready", Message: "repository opened", LastMaintenanceTime: br.Status.LastMaintenanceTime, Conditions: br.Status.Conditions}
+	// Only the phase and message are the backup's to say; maintenance (requests, claims, results) is kept as
+	// read, and the resourceVersion makes a concurrent change of it a conflict rather than a loss.
+	want := br.Status.DeepCopy()
+	want.Phase, want.Message = "Ready", "repository opened"
 	if openErr != nil {
 		want.Phase, want.Message = "NotReady", openErr.Error()
 	}
-	if equality.Semantic.DeepEqual(br.Status, want) {
+	if equality.Semantic.DeepEqual(br.Status, *want) {
 		return nil
 	}
-	br.Status = want
+	br.Status = *want
 	if err := r.Client.Status().Update(ctx, &br); err != nil && !apierrors.IsConflict(err) {
 		return fmt.Errorf("record status of BackupRepository %s: %w", name, err)
 	}

@@ -133,6 +133,13 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		{"straddle-node-agent", "app", "", "pods", "", "delete", false},
 		{"straddle-node-agent", "app", "straddle.io", "backups", "", "create", false},
 		{"straddle-node-agent", "app", "straddle.io", "podvolumebackups", "", "delete", false},
+		// Maintenance: node-agents claim, heartbeat and record runs in the status of the install namespace's
+		// BackupRepositories, and change nothing else of them.
+		{"straddle-node-agent", "straddle", "straddle.io", "backuprepositories", "", "watch", true},
+		{"straddle-node-agent", "straddle", "straddle.io", "backuprepositories", "status", "update", true},
+		{"straddle-node-agent", "app", "straddle.io", "backuprepositories", "status", "update", false},
+		{"straddle-node-agent", "straddle", "straddle.io", "backuprepositories", "", "update", false},
+		{"straddle-node-agent", "straddle", "straddle.io", "backuprepositories", "", "delete", false},
 		{"straddle-controller", "app", "straddle.io", "podvolumebackups", "", "create", true},
 		{"straddle-controller", "app", "", "pods", "", "list", true},
 		{"straddle-controller", "straddle", "coordination.k8s.io", "leases", "", "update", true},

@@ -1,7 +1,12 @@
 // Package nodeagent is the node-agent's work: it takes the PodVolumeBackups of its own node, finds each
 // volume in the kubelet's pods directory, and backs it up into the repository of the pod's namespace; and it
 // takes its node's PodVolumeRestores, waits for each restored pod's volume folder, and writes the snapshot
-// back into it, then the marker the pod's restore-wait init container waits for.
+// back into it, then the marker the pod's restore-wait init container waits for. It also runs repository
+// maintenance (prune, check) that the controller requests in a BackupRepository's status: one agent claims
+// each request (maintenance.go). Maintenance runs in the node-agent rather than in a Job because the agent
+// already holds the storage credentials and the engine and runs under a memory limit sized for it; a Job
+// would need its image pulled (offline clusters mirror it), a job controller, and the credential plumbing
+// twice.
 package nodeagent
 
 import (

@@ -26,6 +26,7 @@ import (
 	"github.com/straddle-io/straddle/controller/resources"
 	"github.com/straddle-io/straddle/deploy"
 	nodeagent "github.com/straddle-io/straddle/node-agent"
+	"github.com/straddle-io/straddle/repo/prune"
 )
 
 // serverFlags follow controller-runtime's conventions, so several servers can run on one machine in tests.
@@ -93,6 +94,8 @@ type controllerOptions struct {
 	restorePriorities []string
 	// restoreVolumeTimeout fails the volumes of a restored pod that gets no node within it.
 	restoreVolumeTimeout time.Duration
+	// maintenanceRetryDelay is how soon a failed or postponed prune or check is requested again.
+	maintenanceRetryDelay time.Duration
 }
 
 func newControllerCmd() *cobra.Command {
@@ -113,6 +116,8 @@ func newControllerCmd() *cobra.Command {
 		"resources a restore creates first, in this order (resource or resource.group); the rest follow by name")
 	cmd.Flags().DurationVar(&o.restoreVolumeTimeout, "restore-volume-timeout", controller.DefaultRestoreVolumeTimeout,
 		"how long a restored pod may stay without a node before its volumes count as failed")
+	cmd.Flags().DurationVar(&o.maintenanceRetryDelay, "maintenance-retry-delay", controller.DefaultMaintenanceRetryDelay,
+		"how soon a repository prune or check that failed, or that running backups postponed, is requested again (at most the repository's frequency)")
 	return cmd
 }
 
@@ -122,6 +127,9 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if o.restoreVolumeTimeout <= 0 {
 		return fmt.Errorf("--restore-volume-timeout %s must be positive", o.restoreVolumeTimeout)
+	}
+	if o.maintenanceRetryDelay <= 0 {
+		return fmt.Errorf("--maintenance-retry-delay %s must be positive", o.maintenanceRetryDelay)
 	}
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
 	mgr, err := o.manager(ctrl.Options{
@@ -189,6 +197,16 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	if err := restores.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	maintenance := &controller.MaintenanceReconciler{
+		Client:     mgr.GetClient(),
+		Clock:      clock.RealClock{},
+		Events:     mgr.GetEventRecorder("straddle-controller"),
+		Namespace:  o.namespace,
+		RetryDelay: o.maintenanceRetryDelay,
+	}
+	if err := maintenance.SetupWithManager(mgr); err != nil {
+		return err
+	}
 	return mgr.Start(ctx)
 }
 
@@ -197,6 +215,8 @@ type nodeAgentOptions struct {
 	nodeName    string
 	hostPodsDir string
 	concurrency int
+	// pruneMaxWait bounds how long a prune waits for running backups before it is postponed.
+	pruneMaxWait time.Duration
 }
 
 func newNodeAgentCmd() *cobra.Command {
@@ -213,6 +233,7 @@ func newNodeAgentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "the node this agent serves (env NODE_NAME)")
 	cmd.Flags().StringVar(&o.hostPodsDir, "host-pods-dir", "/host_pods", "where the kubelet's pods directory is mounted")
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 2, "volumes worked on at once")
+	cmd.Flags().DurationVar(&o.pruneMaxWait, "prune-max-wait", prune.DefaultMaxWait, "how long a repository prune waits for running backups before it deletes nothing and is postponed")
 	return cmd
 }
 
@@ -223,10 +244,16 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if o.concurrency < 1 {
 		return fmt.Errorf("--concurrency %d must be at least 1", o.concurrency)
 	}
+	if o.pruneMaxWait <= 0 {
+		return fmt.Errorf("--prune-max-wait %s must be positive", o.pruneMaxWait)
+	}
 	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
 	}
-	mgr, err := o.manager(ctrl.Options{Cache: nodeagent.CacheOptions(o.nodeName)})
+	cacheOpts := nodeagent.CacheOptions(o.nodeName)
+	// BackupRepositories (maintenance requests) live in the install namespace only.
+	cacheOpts.ByObject[&v1.BackupRepository{}] = cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
+	mgr, err := o.manager(ctrl.Options{Cache: cacheOpts})
 	if err != nil {
 		return err
 	}
@@ -260,6 +287,24 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	// Restores have their own limit of the same size: a restored pod waits for its data, and must not
 	// queue behind a long backup.
 	if err := pvrs.SetupWithManager(mgr, o.concurrency); err != nil {
+		return err
+	}
+	mm, err := nodeagent.NewMaintenanceMetrics(metrics.Registry)
+	if err != nil {
+		return err
+	}
+	maintenance := &nodeagent.MaintenanceReconciler{
+		Client:       mgr.GetClient(),
+		APIReader:    mgr.GetAPIReader(),
+		Recorder:     mgr.GetEventRecorder("straddle-node-agent"),
+		Clock:        clock.RealClock{},
+		NodeName:     o.nodeName,
+		Namespace:    o.namespace,
+		PruneMaxWait: o.pruneMaxWait,
+		Metrics:      mm,
+	}
+	// Its own single worker: one maintenance run at a time, never in a backup's or restore's slot.
+	if err := maintenance.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)
