@@ -132,6 +132,8 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		{"straddle-node-agent", "app", "", "secrets", "", "get", false},
 		{"straddle-node-agent", "app", "", "pods", "", "delete", false},
 		{"straddle-node-agent", "app", "straddle.io", "backups", "", "create", false},
+		{"straddle-node-agent", "straddle", "straddle.io", "backups", "", "get", true},
+		{"straddle-node-agent", "straddle", "straddle.io", "backups", "", "update", false},
 		{"straddle-node-agent", "app", "straddle.io", "podvolumebackups", "", "delete", false},
 		{"straddle-controller", "app", "straddle.io", "podvolumebackups", "", "create", true},
 		{"straddle-controller", "app", "", "pods", "", "list", true},

@@ -93,6 +93,8 @@ type controllerOptions struct {
 	restorePriorities []string
 	// restoreVolumeTimeout fails the volumes of a restored pod that gets no node within it.
 	restoreVolumeTimeout time.Duration
+	// backupSyncPeriod is how often the storage locations' backups are synced into the cluster; 0 disables it.
+	backupSyncPeriod time.Duration
 }
 
 func newControllerCmd() *cobra.Command {
@@ -113,6 +115,8 @@ func newControllerCmd() *cobra.Command {
 		"resources a restore creates first, in this order (resource or resource.group); the rest follow by name")
 	cmd.Flags().DurationVar(&o.restoreVolumeTimeout, "restore-volume-timeout", controller.DefaultRestoreVolumeTimeout,
 		"how long a restored pod may stay without a node before its volumes count as failed")
+	cmd.Flags().DurationVar(&o.backupSyncPeriod, "backup-sync-period", controller.DefaultBackupSyncPeriod,
+		"how often the storage locations are listed to create the Backups another cluster wrote and remove those deleted there (0 disables)")
 	return cmd
 }
 
@@ -122,6 +126,9 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if o.restoreVolumeTimeout <= 0 {
 		return fmt.Errorf("--restore-volume-timeout %s must be positive", o.restoreVolumeTimeout)
+	}
+	if o.backupSyncPeriod < 0 {
+		return fmt.Errorf("--backup-sync-period %s must not be negative", o.backupSyncPeriod)
 	}
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
 	mgr, err := o.manager(ctrl.Options{
@@ -177,6 +184,19 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if err := restores.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if o.backupSyncPeriod > 0 {
+		syncer := &controller.BackupSyncer{
+			Client:    mgr.GetClient(),
+			APIReader: mgr.GetAPIReader(),
+			Clock:     clock.RealClock{},
+			Events:    mgr.GetEventRecorder("straddle-controller"),
+			Namespace: o.namespace,
+			Period:    o.backupSyncPeriod,
+		}
+		if err := mgr.Add(syncer); err != nil {
+			return fmt.Errorf("add the backup sync: %w", err)
+		}
 	}
 	return mgr.Start(ctx)
 }
