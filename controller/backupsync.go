@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,16 +99,18 @@ func (s *BackupSyncer) SyncOnce(ctx context.Context) error {
 // syncLocation lists loc's backups/ folder first and the cluster's Backups second: a Backup this cluster
 // deletes loses its backup.json before its object goes, so it is never taken for another cluster's backup.
 func (s *BackupSyncer) syncLocation(ctx context.Context, loc *v1.BackupStorageLocation) error {
-	be, err := bsl.OpenStorage(ctx, s.APIReader, loc, bsl.BackupsDir)
+	// The location's root, not backups/: opening a folder of a filesystem location creates it, and a listing
+	// should change nothing.
+	be, err := bsl.OpenStorage(ctx, s.APIReader, loc, "")
 	if err != nil {
 		return fmt.Errorf("open storage: %w", err)
 	}
 	var names []string
-	if err := be.List(ctx, "", func(info storage.Info) error {
-		names = append(names, info.Name)
+	if err := be.List(ctx, bsl.BackupsDir+"/", func(info storage.Info) error {
+		names = append(names, strings.TrimPrefix(info.Name, bsl.BackupsDir+"/"))
 		return nil
 	}); err != nil {
-		return fmt.Errorf("list %s: %w", be.Location(), err)
+		return fmt.Errorf("list %s/%s: %w", be.Location(), bsl.BackupsDir, err)
 	}
 	var backups v1.BackupList
 	if err := s.APIReader.List(ctx, &backups, client.InNamespace(s.Namespace)); err != nil {
@@ -132,9 +135,9 @@ func (s *BackupSyncer) syncLocation(ctx context.Context, loc *v1.BackupStorageLo
 }
 
 // remove deletes a Backup whose folder the listing no longer shows, once a read of its backup.json confirms
-// it is gone. Its finalizer then forgets what snapshots are left; the folder is already gone.
+// it is gone (be is the location's root). Its finalizer then forgets what snapshots are left; the folder is already gone.
 func (s *BackupSyncer) remove(ctx context.Context, loc *v1.BackupStorageLocation, be storage.Backend, b *v1.Backup) error {
-	_, err := be.Stat(ctx, b.Name+"/"+BackupMetadataName)
+	_, err := be.Stat(ctx, bsl.BackupPath(b.Name)+"/"+BackupMetadataName)
 	switch {
 	case err == nil:
 		// The listing lagged behind storage: the backup is there.

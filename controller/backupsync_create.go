@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/controller/bsl"
 	"github.com/straddle-io/straddle/repo/storage"
 )
 
@@ -24,10 +25,10 @@ type syncSource struct {
 	PodVolumeBackups []v1.PodVolumeBackup
 }
 
-// readSyncSource reads backup name from be (the location's backups/ folder). problem says why it cannot be
-// synced (it will not change by retrying soon); err is a failure to read, tried again next period.
-func readSyncSource(ctx context.Context, be storage.Backend, name string) (src *syncSource, problem string, err error) {
-	raw, err := storage.ReadAll(ctx, be, name+"/"+BackupMetadataName)
+// readSyncSource reads backup name from its folder dir in be. problem says why it cannot be synced (it will
+// not change by retrying soon); err is a failure to read, tried again next period.
+func readSyncSource(ctx context.Context, be storage.Backend, dir, name string) (src *syncSource, problem string, err error) {
+	raw, err := storage.ReadAll(ctx, be, dir+"/"+BackupMetadataName)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, "its backup.json is gone (deleted since the listing)", nil
 	}
@@ -52,7 +53,7 @@ func readSyncSource(ctx context.Context, be storage.Backend, name string) (src *
 	default:
 		return nil, fmt.Sprintf("its phase %q is not terminal", md.Backup.Status.Phase), nil
 	}
-	raw, err = storage.ReadAll(ctx, be, name+"/"+PodVolumeBackupsName)
+	raw, err = storage.ReadAll(ctx, be, dir+"/"+PodVolumeBackupsName)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Sprintf("it has no %s", PodVolumeBackupsName), nil
 	}
@@ -67,11 +68,11 @@ func readSyncSource(ctx context.Context, be storage.Backend, name string) (src *
 	return src, "", nil
 }
 
-// create makes the Backup of a stored backup (or finishes one whose creation stopped half-way: existing) in
+// create makes the Backup of a stored backup (be is the location's root) (or finishes one whose creation stopped half-way: existing) in
 // three steps: the Backup without a status, its PodVolumeBackups, then the Backup's status. Until the last
 // step the Backup has no phase, so a restore does not take it and the next sync resumes it.
 func (s *BackupSyncer) create(ctx context.Context, loc *v1.BackupStorageLocation, be storage.Backend, name string, existing *v1.Backup) error {
-	src, problem, err := readSyncSource(ctx, be, name)
+	src, problem, err := readSyncSource(ctx, be, bsl.BackupPath(name), name)
 	if err != nil {
 		return err
 	}

@@ -158,7 +158,7 @@ func TestReadSyncSource(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	src, problem, err := readSyncSource(ctx, be, "good")
+	src, problem, err := readSyncSource(ctx, be, "good", "good")
 	if err != nil || problem != "" {
 		t.Fatalf("good: problem %q, err %v", problem, err)
 	}
@@ -173,7 +173,7 @@ func TestReadSyncSource(t *testing.T) {
 		"no-volumes": "no podvolumebackups.json",
 		"missing":    "gone",
 	} {
-		_, problem, err := readSyncSource(ctx, be, name)
+		_, problem, err := readSyncSource(ctx, be, name, name)
 		if err != nil || !strings.Contains(problem, want) {
 			t.Errorf("%s: problem %q, err %v; want a problem with %q", name, problem, err, want)
 		}
