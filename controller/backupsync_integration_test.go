@@ -206,7 +206,7 @@ func TestBackupSyncRemovesOnlyWhatIsGone(t *testing.T) {
 }
 
 // A synced Backup is never run by the Backup reconciler, even before the sync wrote its status (a sync cut off
-// half-way); the next sync finishes it.
+// half-way); the next sync finishes it; and once its folder is gone, it goes, though nothing is left to remove.
 func TestSyncedBackupIsNeverRun(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	e.available()
@@ -234,6 +234,22 @@ func TestSyncedBackupIsNeverRun(t *testing.T) {
 	pvbs := e.pvbs("theirs")
 	if len(pvbs) != 1 || pvbs[0].Status.SnapshotID != "abc" || pvbs[0].Spec.StorageLocation != "default" {
 		t.Errorf("resumed PodVolumeBackups %+v", pvbs)
+	}
+
+	// Its folder removed, and no repository left for its namespace: the sync removes it and its finalizer,
+	// with nothing left to forget, lets it go at once.
+	be := e.storage(bsl.BackupPath("theirs"))
+	for _, name := range e.objects(bsl.BackupPath("theirs")) {
+		if err := be.Delete(e.ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.syncer(time.Minute, 0).SyncOnce(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the synced backup gone, finalizer and all", func() bool { return e.gone("theirs") })
+	if reasons := e.eventReasons("theirs"); slices.Contains(reasons, "DeleteFailed") || !slices.Contains(reasons, "RemovedFromStorage") {
+		t.Errorf("events %v", reasons)
 	}
 }
 

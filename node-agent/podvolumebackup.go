@@ -99,6 +99,7 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, nil
 	}
 	if pvb.Status.Phase != "" && pvb.Status.Phase != v1.VolumePhaseNew && pvb.Status.Phase != v1.VolumePhaseInProgress {
+		// Ended: nothing to do, and no reason to read its Backup below.
 		return ctrl.Result{}, nil
 	}
 	if synced, err := r.synced(ctx, &pvb); err != nil || synced {
