@@ -104,6 +104,10 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		r.Events.Eventf(&b, nil, corev1.EventTypeNormal, "Expired", "Delete", "backup expired at %s; deleting it", exp.UTC().Format(time.RFC3339))
 		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Delete(ctx, &b))
 	}
+	if _, synced := b.Annotations[v1.SyncedFromAnnotation]; synced {
+		// Another cluster ran it; the sync wrote its final status. Only its expiry and deletion are ours.
+		return r.untilExpiry(&b), nil
+	}
 	switch b.Status.Phase {
 	case "", v1.PhaseNew:
 		return r.start(ctx, &b)

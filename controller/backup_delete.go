@@ -161,6 +161,10 @@ func (r *BackupReconciler) backupNamespaces(ctx context.Context, b *v1.Backup, b
 // phase.
 func (r *BackupReconciler) forgetSnapshots(ctx context.Context, backup string, loc *v1.BackupStorageLocation, namespace string) error {
 	rp, err := bsl.OpenRepository(ctx, r.APIReader, loc, namespace, false)
+	if errors.Is(err, repo.ErrNoRepository) {
+		// Removed already (a backup synced from storage another cluster cleaned up): nothing to forget.
+		return nil
+	}
 	if err != nil {
 		return err
 	}

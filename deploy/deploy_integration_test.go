@@ -132,6 +132,8 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		{"straddle-node-agent", "app", "", "secrets", "", "get", false},
 		{"straddle-node-agent", "app", "", "pods", "", "delete", false},
 		{"straddle-node-agent", "app", "straddle.io", "backups", "", "create", false},
+		{"straddle-node-agent", "straddle", "straddle.io", "backups", "", "get", true},
+		{"straddle-node-agent", "straddle", "straddle.io", "backups", "", "update", false},
 		{"straddle-node-agent", "app", "straddle.io", "podvolumebackups", "", "delete", false},
 		// Maintenance: node-agents claim, heartbeat and record runs in the status of the install namespace's
 		// BackupRepositories, and change nothing else of them.

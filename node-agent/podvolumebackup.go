@@ -103,6 +103,13 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if pvb.Spec.Node != r.NodeName || pvb.DeletionTimestamp != nil || r.startedHere(pvb.UID) {
 		return ctrl.Result{}, nil
 	}
+	if pvb.Status.Phase != "" && pvb.Status.Phase != v1.VolumePhaseNew && pvb.Status.Phase != v1.VolumePhaseInProgress {
+		// Ended: nothing to do, and no reason to read its Backup below.
+		return ctrl.Result{}, nil
+	}
+	if synced, err := r.synced(ctx, &pvb); err != nil || synced {
+		return ctrl.Result{}, err
+	}
 	switch pvb.Status.Phase {
 	case "", v1.VolumePhaseNew:
 		return r.take(ctx, &pvb)
@@ -110,6 +117,30 @@ func (r *PodVolumeBackupReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return r.resume(ctx, &pvb)
 	}
 	return ctrl.Result{}, nil
+}
+
+// synced tells whether pvb is a record the controller copied from storage (it or its Backup carries the
+// synced annotation): another cluster ran that backup, and running it here would write a second snapshot of
+// a pod this cluster may not even have. The controller leaves the node label off such records, so this is
+// the second guard.
+func (r *PodVolumeBackupReconciler) synced(ctx context.Context, pvb *v1.PodVolumeBackup) (bool, error) {
+	if _, ok := pvb.Annotations[v1.SyncedFromAnnotation]; ok {
+		return true, nil
+	}
+	name := pvb.Labels[v1.BackupLabel]
+	if name == "" {
+		return false, nil
+	}
+	var b v1.Backup
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: pvb.Namespace, Name: name}, &b)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read backup %s of PodVolumeBackup %s: %w", name, pvb.Name, err)
+	}
+	_, ok := b.Annotations[v1.SyncedFromAnnotation]
+	return ok, nil
 }
 
 func (r *PodVolumeBackupReconciler) startedHere(uid types.UID) bool {

@@ -250,3 +250,41 @@ func TestWarningsAreListedUpToALimitThenCounted(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 }
+
+// Records the controller copied from storage are another cluster's finished work: never run, even when one
+// reaches this agent New (its node label set by hand, or its status not written yet).
+func TestSyncedRecordsLeftAlone(t *testing.T) {
+	t.Run("the PodVolumeBackup is annotated", func(t *testing.T) {
+		var w writes
+		r, _, ran := newReconciler(t, newPVB("", func(p *v1.PodVolumeBackup) {
+			p.Annotations = map[string]string{v1.SyncedFromAnnotation: "default"}
+		}), &w, interceptor.Funcs{})
+		reconcile(t, r)
+		if n := w.updates.Load() + w.statusUpdates.Load() + w.patches.Load(); n != 0 || ran.Load() != 0 {
+			t.Errorf("%d writes, %d backups run", n, ran.Load())
+		}
+	})
+	t.Run("its Backup is annotated", func(t *testing.T) {
+		var w writes
+		r, cl, ran := newReconciler(t, newPVB(v1.VolumePhaseNew, func(p *v1.PodVolumeBackup) { p.Labels[v1.BackupLabel] = "b1" }), &w, interceptor.Funcs{})
+		b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: "straddle", Name: "b1", Annotations: map[string]string{v1.SyncedFromAnnotation: "default"}}}
+		if err := cl.Create(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		reconcile(t, r)
+		if n := w.updates.Load() + w.statusUpdates.Load() + w.patches.Load(); n != 0 || ran.Load() != 0 {
+			t.Errorf("%d writes, %d backups run", n, ran.Load())
+		}
+	})
+	t.Run("its Backup is this cluster's", func(t *testing.T) {
+		var w writes
+		r, cl, ran := newReconciler(t, newPVB(v1.VolumePhaseNew, func(p *v1.PodVolumeBackup) { p.Labels[v1.BackupLabel] = "b1" }), &w, interceptor.Funcs{})
+		if err := cl.Create(context.Background(), &v1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: "straddle", Name: "b1"}}); err != nil {
+			t.Fatal(err)
+		}
+		reconcile(t, r)
+		if ran.Load() != 1 {
+			t.Errorf("%d backups run, want 1", ran.Load())
+		}
+	})
+}

@@ -102,6 +102,10 @@ func describeBackup(v backupView, details bool, now time.Time) string {
 	field("Namespace", b.Namespace)
 	field("Phase", string(phaseOf(b)))
 	field("Storage location", locationText(b, v.location))
+	if from, ok := b.Annotations[v1.SyncedFromAnnotation]; ok {
+		// Another cluster ran it; this one only found it in storage and can restore it.
+		field("Origin", "Synced from storage location "+from)
+	}
 	field("Namespaces", namespacesText(&b.Spec))
 	field("Selector", selectorText(b.Spec.LabelSelector))
 	field("Default volumes to fs backup", defaultVolumesText(b.Spec.DefaultVolumesToFsBackup))

@@ -380,6 +380,14 @@ func TestDescribeBackup(t *testing.T) {
 	if strings.Contains(out, v.pvbs[0].Status.SnapshotID) || strings.Contains(out, "repo restore") {
 		t.Errorf("describe without --details shows details:\n%s", out)
 	}
+	if strings.Contains(out, "Synced from") {
+		t.Errorf("describe calls a backup of this cluster synced:\n%s", out)
+	}
+	synced := testBackupView()
+	synced.backup.Annotations = map[string]string{v1.SyncedFromAnnotation: "default"}
+	if out := describeBackup(synced, false, testNow); !strings.Contains(out, "Origin:                        Synced from storage location default\n") {
+		t.Errorf("describe of a synced backup lacks its origin:\n%s", out)
+	}
 
 	out = describeBackup(v, true, testNow)
 	for _, want := range []string{

@@ -31,3 +31,18 @@ func TestControllerRestoreFlags(t *testing.T) {
 		t.Errorf("default timeout %s", d)
 	}
 }
+
+func TestControllerBackupSyncFlag(t *testing.T) {
+	cmd := newRootCmd()
+	cmd.SetArgs([]string{"controller", "--backup-sync-period", "-1s"})
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "--backup-sync-period") {
+		t.Fatalf("controller with a negative sync period: %v", err)
+	}
+	c := newControllerCmd()
+	if d, _ := c.Flags().GetDuration("backup-sync-period"); d.String() != "1m0s" {
+		t.Errorf("default sync period %s, want 1m0s", d)
+	}
+	if err := c.ParseFlags([]string{"--backup-sync-period", "0"}); err != nil {
+		t.Fatalf("0 (sync disabled) refused: %v", err)
+	}
+}

@@ -96,6 +96,8 @@ type controllerOptions struct {
 	restoreVolumeTimeout time.Duration
 	// maintenanceRetryDelay is how soon a failed or postponed prune or check is requested again.
 	maintenanceRetryDelay time.Duration
+	// backupSyncPeriod is how often the storage locations' backups are synced into the cluster; 0 disables it.
+	backupSyncPeriod time.Duration
 }
 
 func newControllerCmd() *cobra.Command {
@@ -118,6 +120,8 @@ func newControllerCmd() *cobra.Command {
 		"how long a restored pod may stay without a node before its volumes count as failed")
 	cmd.Flags().DurationVar(&o.maintenanceRetryDelay, "maintenance-retry-delay", controller.DefaultMaintenanceRetryDelay,
 		"how soon a repository prune or check that failed, or that running backups postponed, is requested again (at most the repository's frequency)")
+	cmd.Flags().DurationVar(&o.backupSyncPeriod, "backup-sync-period", controller.DefaultBackupSyncPeriod,
+		"how often the storage locations are listed to create the Backups another cluster wrote and remove those deleted there (0 disables)")
 	return cmd
 }
 
@@ -130,6 +134,9 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if o.maintenanceRetryDelay <= 0 {
 		return fmt.Errorf("--maintenance-retry-delay %s must be positive", o.maintenanceRetryDelay)
+	}
+	if o.backupSyncPeriod < 0 {
+		return fmt.Errorf("--backup-sync-period %s must not be negative", o.backupSyncPeriod)
 	}
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
 	mgr, err := o.manager(ctrl.Options{
@@ -206,6 +213,19 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if err := maintenance.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if o.backupSyncPeriod > 0 {
+		syncer := &controller.BackupSyncer{
+			Client:    mgr.GetClient(),
+			APIReader: mgr.GetAPIReader(),
+			Clock:     clock.RealClock{},
+			Events:    mgr.GetEventRecorder("straddle-controller"),
+			Namespace: o.namespace,
+			Period:    o.backupSyncPeriod,
+		}
+		if err := mgr.Add(syncer); err != nil {
+			return fmt.Errorf("add the backup sync: %w", err)
+		}
 	}
 	return mgr.Start(ctx)
 }

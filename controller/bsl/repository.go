@@ -69,7 +69,7 @@ func OpenRepository(ctx context.Context, secrets client.Reader, loc *v1.BackupSt
 		}
 		return r, nil
 	case errors.Is(err, repo.ErrNoRepository):
-		return nil, fmt.Errorf("there is no repository of namespace %s in %s yet", namespace, be.Location())
+		return nil, fmt.Errorf("there is no repository of namespace %s in %s yet: %w", namespace, be.Location(), repo.ErrNoRepository)
 	case errors.Is(err, repo.ErrWrongPassword):
 		return nil, fmt.Errorf("the repository password in Secret %s/%s does not open the repository at %s", loc.Namespace, loc.Spec.RepositoryPasswordSecret.Name, be.Location())
 	case err != nil:

@@ -240,8 +240,9 @@ func TestRestore(t *testing.T) {
 		if err := os.WriteFile(pw, sec.Data[deploy.RepositoryPasswordKey], 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// Without the backup sync (sync_test.go tests it): the restore must find the backup in storage alone.
 		c2 := startCluster(t, clusterOptions{Storage: &sharedStorage{minio: c.minio, bucket: c.bucket},
-			InstallArgs: []string{"--repository-password-file", pw}})
+			InstallArgs: []string{"--repository-password-file", pw}, ControllerArgs: []string{"--backup-sync-period", "0"}})
 		var backups v1.BackupList
 		if err := c2.cl.List(context.Background(), &backups); err != nil || len(backups.Items) > 0 {
 			t.Fatalf("the new cluster has Backups (%v): %d", err, len(backups.Items))
