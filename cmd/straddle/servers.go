@@ -93,6 +93,10 @@ type controllerOptions struct {
 	restorePriorities []string
 	// restoreVolumeTimeout fails the volumes of a restored pod that gets no node within it.
 	restoreVolumeTimeout time.Duration
+	// webhookPort is where the restore webhook is served (0: not at all); webhookURL, when set, is the base
+	// URL the API server calls it at instead of the straddle-webhook Service (a controller outside the cluster).
+	webhookPort int
+	webhookURL  string
 }
 
 func newControllerCmd() *cobra.Command {
@@ -113,6 +117,9 @@ func newControllerCmd() *cobra.Command {
 		"resources a restore creates first, in this order (resource or resource.group); the rest follow by name")
 	cmd.Flags().DurationVar(&o.restoreVolumeTimeout, "restore-volume-timeout", controller.DefaultRestoreVolumeTimeout,
 		"how long a restored pod may stay without a node before its volumes count as failed")
+	cmd.Flags().IntVar(&o.webhookPort, "webhook-port", 9443, "port of the restore webhook, which gives pods that restored controllers create restore-wait (0 disables it)")
+	cmd.Flags().StringVar(&o.webhookURL, "webhook-url", "", "base URL the API server calls the restore webhook at, instead of the "+controller.WebhookServiceName+
+		" Service (a controller running outside the cluster), e.g. https://127.0.0.1:9443; its host goes into the certificate")
 	return cmd
 }
 
@@ -122,6 +129,10 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if o.restoreVolumeTimeout <= 0 {
 		return fmt.Errorf("--restore-volume-timeout %s must be positive", o.restoreVolumeTimeout)
+	}
+	hook, err := o.webhookOptions()
+	if err != nil {
+		return err
 	}
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
 	mgr, err := o.manager(ctrl.Options{
@@ -177,6 +188,11 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if err := restores.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if hook != nil {
+		if err := hook.setup(ctx, mgr, o.namespace); err != nil {
+			return err
+		}
 	}
 	return mgr.Start(ctx)
 }
