@@ -188,8 +188,9 @@ func (w *RestoreWaitWebhook) prepareReplacement(ctx context.Context, pod *unstru
 }
 
 // ownerRestored reports whether the pod's controller is an object the restore created: it exists with the
-// reference's UID and was created since the restore started (one that was there before, and skipped as
-// existing, makes pods of its own).
+// reference's UID and was created after the Restore (one that was there before, and skipped as existing,
+// makes pods of its own). Both creation times come from the API server's clock, so the controller's clock
+// being off does not matter.
 func (w *RestoreWaitWebhook) ownerRestored(ctx context.Context, namespace string, owner *metav1.OwnerReference, rs *v1.Restore) (bool, error) {
 	obj := &metav1.PartialObjectMetadata{}
 	obj.SetGroupVersionKind(schema.FromAPIVersionAndKind(owner.APIVersion, owner.Kind))
@@ -200,10 +201,10 @@ func (w *RestoreWaitWebhook) ownerRestored(ctx context.Context, namespace string
 	if err != nil {
 		return false, fmt.Errorf("read %s %s/%s: %w", owner.Kind, namespace, owner.Name, err)
 	}
-	if obj.UID != owner.UID || rs.Status.StartTimestamp == nil {
+	if obj.UID != owner.UID {
 		return false, nil
 	}
-	return !obj.CreationTimestamp.Before(rs.Status.StartTimestamp), nil
+	return !obj.CreationTimestamp.Before(&rs.CreationTimestamp), nil
 }
 
 // volumesTaken reads which backed-up volumes have a live pod of the restore in namespace standing for them

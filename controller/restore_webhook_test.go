@@ -24,10 +24,10 @@ import (
 
 var webhookTestStart = time.Date(2026, 11, 25, 6, 0, 0, 0, time.UTC)
 
-// webhookTestObjects: restore r1 (InProgress since webhookTestStart) restoring into voting, which it labelled;
+// webhookTestObjects: restore r1 (created at webhookTestStart, InProgress) restoring into voting, which it labelled;
 // StatefulSet db and ReplicaSet web-1 it created there; StatefulSet old there from before.
 func webhookTestObjects() []client.Object {
-	rs := &v1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: "straddle", Name: "r1", UID: "ruid"},
+	rs := &v1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: "straddle", Name: "r1", UID: "ruid", CreationTimestamp: metav1.NewTime(webhookTestStart)},
 		Spec:   v1.RestoreSpec{BackupName: "b1"},
 		Status: v1.RestoreStatus{Phase: v1.PhaseInProgress, StartTimestamp: &metav1.Time{Time: webhookTestStart}}}
 	after := metav1.NewTime(webhookTestStart.Add(time.Second))
