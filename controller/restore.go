@@ -22,6 +22,10 @@ import (
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 )
 
+// DefaultRestoreReplacementGrace is how long a restore waits for a replacement of a restored pod deleted
+// before its volumes were filled, before it takes those volumes as lost.
+const DefaultRestoreReplacementGrace = 2 * time.Minute
+
 // DefaultRestoreVolumeTimeout bounds how long a restored pod may stay without a node before its volumes
 // count as failed.
 const DefaultRestoreVolumeTimeout = 4 * time.Hour
@@ -33,10 +37,9 @@ const ConditionResourcesRestored = "ResourcesRestored"
 // RestoreReconciler drives Restores: it reads the backup from its storage location, creates the selected
 // namespaces' objects in priority order (restored pods with backed-up volumes get the restore-wait init
 // container), creates one PodVolumeRestore per volume once its pod has a node, and follows them to the end.
-//
-// Not done yet: pods created later by restored controllers (a StatefulSet's replacement pods) get no
-// restore-wait container; that needs a mutating webhook. The backed-up pods themselves are restored as Pod
-// objects, before the controllers, which adopt them.
+// The backed-up pods themselves are restored as Pod objects, before the controllers, which adopt them; pods
+// the restored controllers create later get restore-wait from the RestoreWaitWebhook. While a restore is not
+// over its target namespaces carry RestoringLabel, which scopes that webhook.
 type RestoreReconciler struct {
 	Client client.Client
 	// APIReader reads Secrets and the restore helper's ConfigMap (not cached), and the pods and
@@ -52,7 +55,12 @@ type RestoreReconciler struct {
 	// VolumeTimeout is how long a restored pod may stay unbound before its volumes fail
 	// (DefaultRestoreVolumeTimeout if zero).
 	VolumeTimeout time.Duration
+	// ReplacementGrace is how long volumes whose pods were deleted before their data arrived wait for a
+	// replacement pod (DefaultRestoreReplacementGrace if zero).
+	ReplacementGrace time.Duration
 
+	// lostSince remembers, by Restore UID, when this process first saw volumes of the restore lost.
+	lostSince sync.Map
 	// reported remembers the PodVolumeRestores whose end was announced, so each is announced once per process.
 	reported sync.Map
 }
@@ -79,11 +87,16 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	var rs v1.Restore
-	if err := r.Client.Get(ctx, req.NamespacedName, &rs); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	err := r.Client.Get(ctx, req.NamespacedName, &rs)
+	if apierrors.IsNotFound(err) {
+		// A Restore deleted before it ended must not leave its namespaces calling the webhook.
+		return ctrl.Result{}, r.releaseNamespaces(ctx, req.Name)
+	}
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 	if !rs.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
+		return ctrl.Result{}, r.releaseNamespaces(ctx, rs.Name)
 	}
 	switch rs.Status.Phase {
 	case "", v1.PhaseNew:
@@ -94,7 +107,8 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		return r.followVolumes(ctx, &rs)
 	default:
-		return ctrl.Result{}, nil
+		// Ended: also when a release failed as it ended, or a controller stopped between the two.
+		return ctrl.Result{}, r.releaseNamespaces(ctx, rs.Name)
 	}
 }
 
@@ -145,7 +159,7 @@ func (r *RestoreReconciler) failRestore(ctx context.Context, rs *v1.Restore, rea
 		return ctrl.Result{}, err
 	}
 	r.Events.Eventf(rs, nil, corev1.EventTypeWarning, "Failed", "Restore", "restore failed: %s", reason)
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, r.releaseNamespaces(ctx, rs.Name)
 }
 
 // updateStatus applies mutate to the restore's status and stores it, on a conflict reading the restore again
@@ -194,6 +208,13 @@ func (r *RestoreReconciler) priorities() []string {
 		return r.Priorities
 	}
 	return DefaultRestorePriorities
+}
+
+func (r *RestoreReconciler) replacementGrace() time.Duration {
+	if r.ReplacementGrace > 0 {
+		return r.ReplacementGrace
+	}
+	return DefaultRestoreReplacementGrace
 }
 
 func (r *RestoreReconciler) volumeTimeout() time.Duration {

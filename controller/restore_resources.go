@@ -191,7 +191,7 @@ func (r *RestoreReconciler) createObject(ctx context.Context, rs *v1.Restore, re
 	err, done := ensured[target]
 	if !done {
 		var created bool
-		created, err = r.ensureNamespace(ctx, source, target)
+		created, err = r.ensureNamespace(ctx, rs.Name, source, target)
 		ensured[target] = err
 		if created {
 			out.counts["namespaces"]++
@@ -253,34 +253,24 @@ func (r *RestoreReconciler) preparePod(rs *v1.Restore, pod *unstructured.Unstruc
 	if err := InjectRestoreWait(pod, c); err != nil {
 		return nil, err
 	}
-	doc, err := json.Marshal(RestoredVolumes{RestoreUID: string(rs.UID), SourceNamespace: source, Volumes: chosen})
-	if err != nil {
-		return nil, fmt.Errorf("encode annotation %s: %w", AnnotationRestoreVolumes, err)
+	if err := labelRestoredPod(pod, rs, RestoredVolumes{RestoreUID: string(rs.UID), SourceNamespace: source, Volumes: chosen}); err != nil {
+		return nil, err
 	}
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	labels[v1.RestoreLabel] = rs.Name
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[AnnotationRestoreVolumes] = string(doc)
-	pod.SetLabels(labels)
-	pod.SetAnnotations(ann)
 	return volumes, nil
 }
 
-// ensureNamespace creates target if it does not exist. Under a mapping whose source namespace is in this
+// ensureNamespace creates target if it does not exist, and labels it RestoringLabel=restore either way, before
+// any object goes into it: controllers restored there create pods at once. Under a mapping whose source namespace is in this
 // cluster, the new namespace gets the source's labels (the archive holds namespaced objects only, so
 // otherwise there are none to give).
-func (r *RestoreReconciler) ensureNamespace(ctx context.Context, source, target string) (created bool, err error) {
+func (r *RestoreReconciler) ensureNamespace(ctx context.Context, restore, source, target string) (created bool, err error) {
 	var ns corev1.Namespace
 	err = r.APIReader.Get(ctx, client.ObjectKey{Name: target}, &ns)
 	if err == nil {
 		if !ns.DeletionTimestamp.IsZero() {
 			return false, fmt.Errorf("namespace %s is being deleted", target)
 		}
-		return false, nil
+		return false, r.markRestoring(ctx, target, restore)
 	}
 	if !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("read namespace %s: %w", target, err)
@@ -293,9 +283,13 @@ func (r *RestoreReconciler) ensureNamespace(ctx context.Context, source, target 
 			delete(ns.Labels, corev1.LabelMetadataName)
 		}
 	}
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels[RestoringLabel] = restore
 	err = r.Client.Create(ctx, &ns)
 	if apierrors.IsAlreadyExists(err) {
-		return false, nil
+		return false, r.markRestoring(ctx, target, restore)
 	}
 	if err != nil {
 		return false, fmt.Errorf("create namespace %s: %w", target, err)

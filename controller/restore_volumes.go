@@ -60,17 +60,23 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 	}
 	before := rs.Status.DeepCopy()
 	var p v1.Progress
-	completed, failed, seen := 0, 0, 0
+	add := func(pvr *v1.PodVolumeRestore) {
+		p.BytesDone += pvr.Status.Progress.BytesDone
+		p.BytesTotal += pvr.Status.Progress.BytesTotal
+		p.FilesDone += pvr.Status.Progress.FilesDone
+		p.FilesTotal += pvr.Status.Progress.FilesTotal
+	}
+	completed, failed, pending := 0, 0, 0
+	// covered holds the backed-up volumes (volumeKey) that a live pod stands for, or whose data arrived in a
+	// pod since gone; the rest of VolumesTotal are lost, unless a replacement pod comes.
+	covered := map[string]bool{}
 	var wake time.Duration
 	for _, rp := range pods {
 		for _, vol := range slices.Sorted(maps.Keys(rp.volumes.Volumes)) {
-			seen++
+			covered[volumeKey(rp.volumes.SourceNamespace, rp.volumes.Volumes[vol])] = true
 			name := PodVolumeBackupName(rs.Name, string(rp.pod.UID), vol)
 			if pvr, ok := pvrs[name]; ok {
-				p.BytesDone += pvr.Status.Progress.BytesDone
-				p.BytesTotal += pvr.Status.Progress.BytesTotal
-				p.FilesDone += pvr.Status.Progress.FilesDone
-				p.FilesTotal += pvr.Status.Progress.FilesTotal
+				add(pvr)
 				switch pvr.Status.Phase {
 				case v1.VolumePhaseCompleted:
 					completed++
@@ -79,14 +85,18 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 					failed++
 					addOnce(&rs.Status.Errors, fmt.Sprintf("volume %s of pod %s/%s: %s: %s", vol, rp.pod.Namespace, rp.pod.Name, pvr.Status.Phase, pvr.Status.Message))
 					r.announceVolume(rs, pvr)
+				default:
+					pending++
 				}
 				continue
 			}
+			pending++
 			if rp.pod.Spec.NodeName != "" {
 				if err := location(); err != nil {
 					return ctrl.Result{}, err
 				}
 				if problem != "" {
+					pending--
 					failed++
 					addOnce(&rs.Status.Errors, fmt.Sprintf("volume %s of pod %s/%s: %s", vol, rp.pod.Namespace, rp.pod.Name, problem))
 					continue
@@ -98,6 +108,7 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 			}
 			deadline := rp.pod.CreationTimestamp.Add(r.volumeTimeout())
 			if !now.Before(deadline) {
+				pending--
 				failed++
 				addOnce(&rs.Status.Errors, fmt.Sprintf("volume %s of pod %s/%s: the pod was not scheduled to a node within %s", vol, rp.pod.Namespace, rp.pod.Name, r.volumeTimeout()))
 				continue
@@ -107,15 +118,39 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 			}
 		}
 	}
-	if lost := rs.Status.VolumesTotal - seen; lost > 0 {
-		// Restored pods deleted before their volumes were filled: nothing will fill them now.
-		failed += lost
-		addOnce(&rs.Status.Errors, fmt.Sprintf("%d volumes not restored: their pods were deleted before the restore reached them", lost))
+	// A pod deleted after its data arrived leaves the data behind (a persistent volume keeps it, and the
+	// restore webhook gives its replacement no second copy): its volume counts as completed. One deleted
+	// before leaves nothing; what its PodVolumeRestores did is not the volume's outcome.
+	for _, name := range slices.Sorted(maps.Keys(pvrs)) {
+		pvr := pvrs[name]
+		key := volumeKey(pvr.Spec.SourceNamespace, pvr.Spec.SnapshotID)
+		if pvr.Status.Phase == v1.VolumePhaseCompleted && !covered[key] {
+			covered[key] = true
+			completed++
+			add(pvr)
+			r.announceVolume(rs, pvr)
+		}
+	}
+	if lost := rs.Status.VolumesTotal - len(covered); lost > 0 {
+		// A restored pod deleted before its volumes were filled is replaced by its controller within moments,
+		// and the restore webhook gives the new pod its volumes: wait a grace period before taking them as lost.
+		if left := r.lostGraceLeft(rs, now); left > 0 {
+			if wake == 0 || left < wake {
+				wake = left
+			}
+			pending += lost
+		} else {
+			failed += lost
+			addOnce(&rs.Status.Errors, fmt.Sprintf("%d volumes not restored: their pods were deleted before the restore reached them, and no replacement came within %s", lost, r.replacementGrace()))
+		}
+	} else {
+		r.lostSince.Delete(rs.UID)
 	}
 	rs.Status.Progress = p
 	rs.Status.VolumesCompleted = completed
 	rs.Status.VolumesFailed = failed
-	if completed+failed >= rs.Status.VolumesTotal {
+	if pending == 0 {
+		r.lostSince.Delete(rs.UID)
 		return r.finishRestore(ctx, rs, pvrs)
 	}
 	if !equality.Semantic.DeepEqual(before, &rs.Status) {
@@ -124,11 +159,23 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 		}
 	}
 	// Pods getting a node and PodVolumeRestores changing wake the restore through the watches; only the
-	// timeout of a pod that never gets a node needs a timer.
+	// timeout of a pod that never gets a node, and the grace for lost pods, need a timer.
 	if wake > 0 {
 		return ctrl.Result{RequeueAfter: wake + time.Second}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// volumeKey names a backed-up volume whichever pod stands for it: its snapshot, in its source namespace.
+func volumeKey(sourceNamespace, snapshotID string) string {
+	return sourceNamespace + "/" + snapshotID
+}
+
+// lostGraceLeft is how much of the replacement grace is left for the restore's lost volumes, counting from
+// the first time this process saw them lost (a restarted controller waits the grace again).
+func (r *RestoreReconciler) lostGraceLeft(rs *v1.Restore, now time.Time) time.Duration {
+	since, _ := r.lostSince.LoadOrStore(rs.UID, now)
+	return since.(time.Time).Add(r.replacementGrace()).Sub(now)
 }
 
 // finishRestore records the terminal phase: Completed only if every object and every volume came back.
@@ -152,7 +199,7 @@ func (r *RestoreReconciler) finishRestore(ctx context.Context, rs *v1.Restore, p
 	for _, pvr := range pvrs {
 		r.reported.Delete(pvr.UID)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, r.releaseNamespaces(ctx, rs.Name)
 }
 
 func (r *RestoreReconciler) announceVolume(rs *v1.Restore, pvr *v1.PodVolumeRestore) {
@@ -195,8 +242,8 @@ func (r *RestoreReconciler) createPodVolumeRestore(ctx context.Context, rs *v1.R
 	return nil
 }
 
-// restoredPods lists the pods this restore created with volumes to fill, by the restore label, keeping only
-// those of this Restore (not of an earlier one of the same name).
+// restoredPods lists the live pods this restore created, or the restore webhook prepared, with volumes to
+// fill, by the restore label, keeping only those of this Restore (not of an earlier one of the same name).
 func (r *RestoreReconciler) restoredPods(ctx context.Context, reader client.Reader, rs *v1.Restore) ([]restoredPod, error) {
 	var list corev1.PodList
 	if err := reader.List(ctx, &list, client.MatchingLabels{v1.RestoreLabel: rs.Name}); err != nil {
@@ -205,6 +252,10 @@ func (r *RestoreReconciler) restoredPods(ctx context.Context, reader client.Read
 	var out []restoredPod
 	for i := range list.Items {
 		pod := &list.Items[i]
+		if !pod.DeletionTimestamp.IsZero() {
+			// On its way out: its data would go nowhere an application reads it.
+			continue
+		}
 		var rv RestoredVolumes
 		if err := json.Unmarshal([]byte(pod.Annotations[AnnotationRestoreVolumes]), &rv); err != nil || rv.RestoreUID != string(rs.UID) {
 			continue

@@ -89,7 +89,8 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	for kind, want := range map[string]int{"CustomResourceDefinition": 7, "Namespace": 1, "ServiceAccount": 2, "ClusterRole": 2, "Deployment": 1, "DaemonSet": 1, "ConfigMap": 1} {
+	for kind, want := range map[string]int{"CustomResourceDefinition": 7, "Namespace": 1, "ServiceAccount": 2, "ClusterRole": 2, "Deployment": 1, "DaemonSet": 1, "ConfigMap": 1,
+		"Service": 1, "MutatingWebhookConfiguration": 1} {
 		if kinds[kind] != want {
 			t.Errorf("%d %s objects, want %d", kinds[kind], kind, want)
 		}
@@ -160,6 +161,13 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		{"straddle-controller", "app", "rbac.authorization.k8s.io", "rolebindings", "", "create", true},
 		{"straddle-controller", "straddle", "events.k8s.io", "events", "", "create", true},
 		{"straddle-controller", "app", "", "pods", "", "delete", false},
+		// The restore webhook: namespaces labelled while restored into, its certificate's Secret made.
+		{"straddle-controller", "", "", "namespaces", "", "patch", true},
+		{"straddle-controller", "", "", "namespaces", "", "update", false},
+		{"straddle-controller", "straddle", "", "secrets", "", "create", true},
+		{"straddle-controller", "straddle", "", "secrets", "", "update", false},
+		{"straddle-controller", "", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "patch", false},
+		{"straddle-controller", "", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "patch", false},
 	} {
 		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
 			User: "system:serviceaccount:straddle:" + c.sa,
@@ -172,6 +180,28 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 		}
 		if sar.Status.Allowed != c.allowed {
 			t.Errorf("%s %s %s/%s in %q: allowed=%v, want %v", c.sa, c.verb, c.resource, c.sub, c.ns, sar.Status.Allowed, c.allowed)
+		}
+	}
+	// Rules bound to one object by name: the webhook's certificate and configuration, and no other.
+	for _, c := range []struct {
+		ns, group, resource, name, verb string
+		allowed                         bool
+	}{
+		{"straddle", "", "secrets", "straddle-webhook-tls", "update", true},
+		{"straddle", "", "secrets", "straddle-credentials", "update", false},
+		{"", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "straddle-restore-wait", "patch", true},
+		{"", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "straddle-restore-wait", "get", true},
+		{"", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "istio-sidecar-injector", "patch", false},
+	} {
+		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User:               "system:serviceaccount:straddle:straddle-controller",
+			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: c.ns, Group: c.group, Resource: c.resource, Name: c.name, Verb: c.verb},
+		}}
+		if err := cl.Create(ctx, sar); err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != c.allowed {
+			t.Errorf("controller %s %s %s in %q: allowed=%v, want %v", c.verb, c.resource, c.name, c.ns, sar.Status.Allowed, c.allowed)
 		}
 	}
 }

@@ -127,6 +127,18 @@ func customize(o *unstructured.Unstructured, opts Options) error {
 	switch o.GetKind() {
 	case "Deployment", "DaemonSet":
 		return customizeWorkload(o, opts)
+	case "MutatingWebhookConfiguration":
+		// Cluster-scoped, but it calls the Service in the install namespace.
+		hooks, _, _ := unstructured.NestedSlice(o.Object, "webhooks")
+		for _, h := range hooks {
+			if svc, ok, _ := unstructured.NestedMap(h.(map[string]any), "clientConfig", "service"); ok {
+				svc["namespace"] = opts.Namespace
+				if err := unstructured.SetNestedMap(h.(map[string]any), svc, "clientConfig", "service"); err != nil {
+					return err
+				}
+			}
+		}
+		return unstructured.SetNestedSlice(o.Object, hooks, "webhooks")
 	case "ConfigMap":
 		if o.GetName() == "straddle-restore-helper" {
 			img, _, _ := unstructured.NestedString(o.Object, "data", "image")

@@ -46,3 +46,37 @@ func TestControllerBackupSyncFlag(t *testing.T) {
 		t.Fatalf("0 (sync disabled) refused: %v", err)
 	}
 }
+
+func TestControllerWebhookFlags(t *testing.T) {
+	for _, tc := range []struct{ args, err string }{
+		{"--webhook-port 0 --webhook-url https://127.0.0.1:9443", "--webhook-url needs the webhook on"},
+		{"--webhook-port 70000", "--webhook-port 70000 is not a port"},
+		{"--webhook-url http://127.0.0.1:9443", "must be an https URL"},
+		{"--webhook-url https://:9443", "must be an https URL"},
+	} {
+		cmd := newRootCmd()
+		cmd.SetArgs(append([]string{"controller"}, strings.Fields(tc.args)...))
+		if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("controller %s: %v, want an error saying %q", tc.args, err, tc.err)
+		}
+	}
+	o := &controllerOptions{webhookPort: 9443, webhookURL: "https://127.0.0.1:9443/"}
+	o.namespace = "backup-system"
+	w, err := o.webhookOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.url != "https://127.0.0.1:9443/mutate-v1-pod-restore-wait" || len(w.hosts.IPs) != 1 || w.hosts.IPs[0].String() != "127.0.0.1" ||
+		strings.Join(w.hosts.DNSNames, ",") != "straddle-webhook.backup-system.svc,straddle-webhook.backup-system.svc.cluster.local" {
+		t.Errorf("webhook %+v", w)
+	}
+	o.webhookURL = "https://straddle.dev.example:8443"
+	if w, err := o.webhookOptions(); err != nil || !strings.Contains(strings.Join(w.hosts.DNSNames, ","), "straddle.dev.example") || len(w.hosts.IPs) != 0 {
+		t.Errorf("webhook %+v, %v", w, err)
+	}
+	o.webhookPort = 0
+	o.webhookURL = ""
+	if w, err := o.webhookOptions(); w != nil || err != nil {
+		t.Errorf("port 0: %+v, %v; want the webhook off", w, err)
+	}
+}

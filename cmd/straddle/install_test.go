@@ -8,7 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
+	"github.com/straddle-io/straddle/controller"
 	"github.com/straddle-io/straddle/deploy"
 )
 
@@ -90,6 +92,55 @@ func TestInstallDryRunRendersTheStorageLocation(t *testing.T) {
 		_, err := straddle(t, append([]string{"install", "--dry-run", "-o", "yaml"}, strings.Fields(args)...)...)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("install %s: %v, want an error saying %q", args, err, want)
+		}
+	}
+}
+
+// The restore webhook's objects come with the install, pointed at the install namespace, and agree with the
+// names the controller uses.
+func TestInstallDryRunRendersTheRestoreWebhook(t *testing.T) {
+	out := mustStraddle(t, "install", "--dry-run", "-o", "yaml", "--namespace", "backup-system")
+	var objs []map[string]any
+	for _, doc := range strings.Split(out, "\n---\n") {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, o)
+	}
+	find := func(kind, name string) *unstructured.Unstructured {
+		for _, o := range objs {
+			u := &unstructured.Unstructured{Object: o}
+			if u.GetKind() == kind && u.GetName() == name {
+				return u
+			}
+		}
+		t.Fatalf("dry run has no %s %s", kind, name)
+		return nil
+	}
+	mwc := find("MutatingWebhookConfiguration", controller.RestoreWaitWebhookConfiguration)
+	hooks, _, _ := unstructured.NestedSlice(mwc.Object, "webhooks")
+	if len(hooks) != 1 {
+		t.Fatalf("webhooks %v", hooks)
+	}
+	h := hooks[0].(map[string]any)
+	svc, _, _ := unstructured.NestedMap(h, "clientConfig", "service")
+	if svc["name"] != controller.WebhookServiceName || svc["namespace"] != "backup-system" || svc["path"] != controller.RestoreWaitWebhookPath {
+		t.Errorf("webhook calls %v", svc)
+	}
+	if key, _, _ := unstructured.NestedSlice(h, "namespaceSelector", "matchExpressions"); len(key) != 1 || key[0].(map[string]any)["key"] != controller.RestoringLabel {
+		t.Errorf("namespace selector %v, want %s", key, controller.RestoringLabel)
+	}
+	if h["failurePolicy"] != "Fail" || h["sideEffects"] != "None" || h["timeoutSeconds"] != float64(10) {
+		t.Errorf("webhook %v", h)
+	}
+	s := find("Service", controller.WebhookServiceName)
+	if s.GetNamespace() != "backup-system" {
+		t.Errorf("service in %s", s.GetNamespace())
+	}
+	for _, want := range []string{"--webhook-port=9443", "containerPort: 9443", "mutatingwebhookconfigurations", "straddle-webhook-tls"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run lacks %q", want)
 		}
 	}
 }

@@ -98,6 +98,10 @@ type controllerOptions struct {
 	maintenanceRetryDelay time.Duration
 	// backupSyncPeriod is how often the storage locations' backups are synced into the cluster; 0 disables it.
 	backupSyncPeriod time.Duration
+	// webhookPort is where the restore webhook is served (0: not at all); webhookURL, when set, is the base
+	// URL the API server calls it at instead of the straddle-webhook Service (a controller outside the cluster).
+	webhookPort int
+	webhookURL  string
 }
 
 func newControllerCmd() *cobra.Command {
@@ -122,6 +126,9 @@ func newControllerCmd() *cobra.Command {
 		"how soon a repository prune or check that failed, or that running backups postponed, is requested again (at most the repository's frequency)")
 	cmd.Flags().DurationVar(&o.backupSyncPeriod, "backup-sync-period", controller.DefaultBackupSyncPeriod,
 		"how often the storage locations are listed to create the Backups another cluster wrote and remove those deleted there (0 disables)")
+	cmd.Flags().IntVar(&o.webhookPort, "webhook-port", 9443, "port of the restore webhook, which gives pods that restored controllers create restore-wait (0 disables it)")
+	cmd.Flags().StringVar(&o.webhookURL, "webhook-url", "", "base URL the API server calls the restore webhook at, instead of the "+controller.WebhookServiceName+
+		" Service (a controller running outside the cluster), e.g. https://127.0.0.1:9443; its host goes into the certificate")
 	return cmd
 }
 
@@ -137,6 +144,10 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if o.backupSyncPeriod < 0 {
 		return fmt.Errorf("--backup-sync-period %s must not be negative", o.backupSyncPeriod)
+	}
+	hook, err := o.webhookOptions()
+	if err != nil {
+		return err
 	}
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{o.namespace: {}}}
 	mgr, err := o.manager(ctrl.Options{
@@ -225,6 +236,11 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		}
 		if err := mgr.Add(syncer); err != nil {
 			return fmt.Errorf("add the backup sync: %w", err)
+		}
+	}
+	if hook != nil {
+		if err := hook.setup(ctx, mgr, o.namespace); err != nil {
+			return err
 		}
 	}
 	return mgr.Start(ctx)

@@ -71,6 +71,11 @@ func freeAddr(t *testing.T) string {
 func runServer(t *testing.T, args ...string) string {
 	t.Helper()
 	probe := freeAddr(t)
+	if args[0] == "controller" {
+		// Its own port for the restore webhook: tests run controllers side by side.
+		_, port, _ := net.SplitHostPort(freeAddr(t))
+		args = append(args, "--webhook-port", port)
+	}
 	cmd := newRootCmd()
 	cmd.SetArgs(append(args, "--health-probe-bind-address", probe, "--metrics-bind-address", "0"))
 	ctx, cancel := context.WithCancel(context.Background())

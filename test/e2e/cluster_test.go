@@ -107,6 +107,10 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	if opts.DefaultVolumesToFsBackup {
 		ctrlArgs = append(ctrlArgs, "--default-volumes-to-fs-backup")
 	}
+	// The restore webhook on a port of its own, which the API server calls by URL: the controller runs
+	// outside the cluster, where the install's Service reaches nothing.
+	hookAddr := freeAddr(t)
+	ctrlArgs = append(ctrlArgs, "--webhook-port", hookAddr[strings.LastIndex(hookAddr, ":")+1:], "--webhook-url", "https://"+hookAddr)
 	ctrlArgs = append(ctrlArgs, opts.ControllerArgs...)
 	c.controller = startServer(t, "controller", filepath.Join(c.logDir, "controller.log"), ctrlArgs...)
 	for _, node := range []string{nodeA, nodeB} {
