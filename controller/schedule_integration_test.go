@@ -6,6 +6,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -310,6 +311,11 @@ func TestScheduleInvalidExpression(t *testing.T) {
 			t.Errorf("%s: status %+v", name, s.Status)
 		}
 		waitFor(t, name+": an InvalidSchedule event", func() bool { return slices.Contains(e.eventReasons(name), ReasonInvalidSchedule) })
+	}
+	// The API server refuses negative counts.
+	neg := &v1.Schedule{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "negative"}, Spec: v1.ScheduleSpec{Schedule: "@daily", Retention: &v1.RetentionPolicy{KeepDaily: -1}}}
+	if err := e.cl.Create(e.ctx, neg); err == nil || !strings.Contains(err.Error(), "keepDaily") {
+		t.Errorf("keepDaily -1: %v, want refused", err)
 	}
 	// Fixed, it runs.
 	e.update("bad-minute", func(s *v1.Schedule) { s.Spec.Schedule = "0 * * * *" })
