@@ -176,20 +176,30 @@ func TestMaintenancePrunesAndChecks(t *testing.T) {
 		s.CheckFrequency = &metav1.Duration{Duration: 5 * time.Second}
 		s.CheckReadDataPercent = ptr.To[int32](100)
 	})
-	var br *v1.BackupRepository
+	// Prunes and checks keep running every 5 s, and a later prune finds nothing to free: keep the one that did.
+	// Status times have whole seconds, and a check requested after a prune may end within the same one.
+	var lp *v1.PruneResult
+	var lc *v1.CheckResult
 	c.waitFor(t, "a prune that freed bytes and a check after it", 2*time.Minute, func() (bool, error) {
-		br = c.backupRepository(t, ns)
-		lp, lc := br.Status.LastPrune, br.Status.LastCheck
-		if lp != nil && lp.Error != "" && !lp.Postponed {
-			t.Fatalf("prune failed: %s", lp.Error)
+		br := c.backupRepository(t, ns)
+		p, k := br.Status.LastPrune, br.Status.LastCheck
+		if p != nil && p.Error != "" && !p.Postponed {
+			t.Fatalf("prune failed: %s", p.Error)
 		}
-		if lc != nil && lc.Error != "" {
-			t.Fatalf("check failed: %s", lc.Error)
+		if k != nil && k.Error != "" {
+			t.Fatalf("check failed: %s", k.Error)
 		}
-		return lp != nil && lp.BytesFreed > 0 && br.Status.LastMaintenanceTime != nil && lc != nil && lc.Time.After(lp.Time.Time),
-			fmt.Errorf("lastPrune %+v, lastCheck %+v", lp, lc)
+		if lp == nil && p != nil && p.BytesFreed > 0 {
+			if br.Status.LastMaintenanceTime == nil || !br.Status.LastMaintenanceTime.Equal(&p.Time) {
+				t.Errorf("lastMaintenanceTime %v, want the successful prune's end %v", br.Status.LastMaintenanceTime, p.Time)
+			}
+			lp = p
+		}
+		if lp != nil && k != nil && !k.Time.Time.Before(lp.Time.Time) {
+			lc = k
+		}
+		return lp != nil && lc != nil, fmt.Errorf("lastPrune %+v, lastCheck %+v", p, k)
 	})
-	lp, lc := br.Status.LastPrune, br.Status.LastCheck
 	t.Logf("%.1fs after the frequency was set: prune on %s freed %d bytes (%d packs deleted) in %s; check on %s read %d packs (%d bytes) in %s",
 		time.Since(setAt).Seconds(), lp.Node, lp.BytesFreed, lp.PacksDeleted, lp.Duration.Duration, lc.Node, lc.PacksRead, lc.BytesRead, lc.Duration.Duration)
 	if lp.Snapshots != 1 {
@@ -312,10 +322,11 @@ func TestPruneDuringBackups(t *testing.T) {
 	for old := 0; old <= rounds-2; old++ {
 		c.waitBackupGone(t, fmt.Sprintf("round-%d", old))
 	}
-	// Status times have whole seconds.
-	gone := time.Now().Truncate(time.Second)
+	// Two prunes that ended a second after the last deletion or later (status times have whole seconds): the
+	// second of them started after it, so it found the last garbage.
+	after := time.Now().Add(time.Second)
 	c.waitFor(t, "a prune after the last deletion", 2*time.Minute, func() (bool, error) {
-		return prunes.freedAfter(gone), nil
+		return prunes.endedAfter(after) >= 2, nil
 	})
 	// Stop the prunes and let the last run end, so the checks below see a repository at rest.
 	c.setMaintenance(t, ns, func(s *v1.BackupRepositorySpec) { s.MaintenanceFrequency = &metav1.Duration{Duration: 24 * time.Hour} })
@@ -389,16 +400,17 @@ func (l *pruneLog) watch(ctx context.Context, c *cluster, namespace string) {
 	}
 }
 
-// freedAfter says whether a prune that ended after t freed space.
-func (l *pruneLog) freedAfter(t time.Time) bool {
+// endedAfter counts the prunes whose recorded end is t or later.
+func (l *pruneLog) endedAfter(t time.Time) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	n := 0
 	for _, p := range l.seen {
-		if !p.Time.Time.Before(t) && p.BytesFreed > 0 {
-			return true
+		if !p.Time.Time.Before(t) {
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 func (l *pruneLog) summary() (runs, freed int, failed []string) {
