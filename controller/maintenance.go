@@ -67,7 +67,6 @@ func (r *MaintenanceReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if req.Namespace != r.Namespace {
 		return ctrl.Result{}, nil
 	}
-	r.setDefaults()
 	var br v1.BackupRepository
 	if err := r.Client.Get(ctx, req.NamespacedName, &br); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

@@ -109,6 +109,7 @@ func TestMaintenanceRequestsWhenDue(t *testing.T) {
 	created := br.CreationTimestamp.Time
 	clk := clocktesting.NewFakeClock(created)
 	r := &MaintenanceReconciler{Client: e.cl, Clock: clk, Namespace: e.ns}
+	r.setDefaults()
 
 	if res := e.reconcile(r, name); res.RequeueAfter != time.Hour {
 		t.Errorf("new repository: requeue after %v, want 1h (its first prune is due a frequency after creation)", res.RequeueAfter)

@@ -102,6 +102,8 @@ type controllerOptions struct {
 	// URL the API server calls it at instead of the straddle-webhook Service (a controller outside the cluster).
 	webhookPort int
 	webhookURL  string
+	// maintenanceStaleAfter is how long a claimed run may go without a heartbeat before it is requested again.
+	maintenanceStaleAfter time.Duration
 }
 
 func newControllerCmd() *cobra.Command {
@@ -129,6 +131,8 @@ func newControllerCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.webhookPort, "webhook-port", 9443, "port of the restore webhook, which gives pods that restored controllers create restore-wait (0 disables it)")
 	cmd.Flags().StringVar(&o.webhookURL, "webhook-url", "", "base URL the API server calls the restore webhook at, instead of the "+controller.WebhookServiceName+
 		" Service (a controller running outside the cluster), e.g. https://127.0.0.1:9443; its host goes into the certificate")
+	cmd.Flags().DurationVar(&o.maintenanceStaleAfter, "maintenance-stale-after", controller.DefaultMaintenanceStaleAfter,
+		"how long a node-agent's maintenance run may go without a heartbeat before it is taken for dead and the run requested again (several node-agent heartbeat intervals)")
 	return cmd
 }
 
@@ -141,6 +145,9 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if o.maintenanceRetryDelay <= 0 {
 		return fmt.Errorf("--maintenance-retry-delay %s must be positive", o.maintenanceRetryDelay)
+	}
+	if o.maintenanceStaleAfter <= 0 {
+		return fmt.Errorf("--maintenance-stale-after %s must be positive", o.maintenanceStaleAfter)
 	}
 	if o.backupSyncPeriod < 0 {
 		return fmt.Errorf("--backup-sync-period %s must not be negative", o.backupSyncPeriod)
@@ -221,6 +228,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Events:     mgr.GetEventRecorder("straddle-controller"),
 		Namespace:  o.namespace,
 		RetryDelay: o.maintenanceRetryDelay,
+		StaleAfter: o.maintenanceStaleAfter,
 	}
 	if err := maintenance.SetupWithManager(mgr); err != nil {
 		return err
@@ -253,6 +261,8 @@ type nodeAgentOptions struct {
 	concurrency int
 	// pruneMaxWait bounds how long a prune waits for running backups before it is postponed.
 	pruneMaxWait time.Duration
+	// heartbeatInterval is how often a running maintenance run says so in its BackupRepository.
+	heartbeatInterval time.Duration
 }
 
 func newNodeAgentCmd() *cobra.Command {
@@ -270,6 +280,8 @@ func newNodeAgentCmd() *cobra.Command {
 	cmd.Flags().StringVar(&o.hostPodsDir, "host-pods-dir", "/host_pods", "where the kubelet's pods directory is mounted")
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 2, "volumes worked on at once")
 	cmd.Flags().DurationVar(&o.pruneMaxWait, "prune-max-wait", prune.DefaultMaxWait, "how long a repository prune waits for running backups before it deletes nothing and is postponed")
+	cmd.Flags().DurationVar(&o.heartbeatInterval, "maintenance-heartbeat-interval", nodeagent.DefaultHeartbeatInterval,
+		"how often a running prune or check says so in its BackupRepository (keep it several times under the controller's --maintenance-stale-after)")
 	return cmd
 }
 
@@ -282,6 +294,9 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	}
 	if o.pruneMaxWait <= 0 {
 		return fmt.Errorf("--prune-max-wait %s must be positive", o.pruneMaxWait)
+	}
+	if o.heartbeatInterval <= 0 {
+		return fmt.Errorf("--maintenance-heartbeat-interval %s must be positive", o.heartbeatInterval)
 	}
 	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
@@ -330,14 +345,15 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 		return err
 	}
 	maintenance := &nodeagent.MaintenanceReconciler{
-		Client:       mgr.GetClient(),
-		APIReader:    mgr.GetAPIReader(),
-		Recorder:     mgr.GetEventRecorder("straddle-node-agent"),
-		Clock:        clock.RealClock{},
-		NodeName:     o.nodeName,
-		Namespace:    o.namespace,
-		PruneMaxWait: o.pruneMaxWait,
-		Metrics:      mm,
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Recorder:          mgr.GetEventRecorder("straddle-node-agent"),
+		Clock:             clock.RealClock{},
+		NodeName:          o.nodeName,
+		Namespace:         o.namespace,
+		PruneMaxWait:      o.pruneMaxWait,
+		HeartbeatInterval: o.heartbeatInterval,
+		Metrics:           mm,
 	}
 	// Its own single worker: one maintenance run at a time, never in a backup's or restore's slot.
 	if err := maintenance.SetupWithManager(mgr); err != nil {

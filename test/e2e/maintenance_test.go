@@ -23,6 +23,9 @@ import (
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/deploy"
+	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/lock"
+	"github.com/straddle-io/straddle/repo/storage/s3"
 )
 
 // repositoryName is the BackupRepository the controller creates for namespace's volumes in the default
@@ -176,20 +179,30 @@ func TestMaintenancePrunesAndChecks(t *testing.T) {
 		s.CheckFrequency = &metav1.Duration{Duration: 5 * time.Second}
 		s.CheckReadDataPercent = ptr.To[int32](100)
 	})
-	var br *v1.BackupRepository
+	// Prunes and checks keep running every 5 s, and a later prune finds nothing to free: keep the one that did.
+	// Status times have whole seconds, and a check requested after a prune may end within the same one.
+	var lp *v1.PruneResult
+	var lc *v1.CheckResult
 	c.waitFor(t, "a prune that freed bytes and a check after it", 2*time.Minute, func() (bool, error) {
-		br = c.backupRepository(t, ns)
-		lp, lc := br.Status.LastPrune, br.Status.LastCheck
-		if lp != nil && lp.Error != "" && !lp.Postponed {
-			t.Fatalf("prune failed: %s", lp.Error)
+		br := c.backupRepository(t, ns)
+		p, k := br.Status.LastPrune, br.Status.LastCheck
+		if p != nil && p.Error != "" && !p.Postponed {
+			t.Fatalf("prune failed: %s", p.Error)
 		}
-		if lc != nil && lc.Error != "" {
-			t.Fatalf("check failed: %s", lc.Error)
+		if k != nil && k.Error != "" {
+			t.Fatalf("check failed: %s", k.Error)
 		}
-		return lp != nil && lp.BytesFreed > 0 && br.Status.LastMaintenanceTime != nil && lc != nil && lc.Time.After(lp.Time.Time),
-			fmt.Errorf("lastPrune %+v, lastCheck %+v", lp, lc)
+		if lp == nil && p != nil && p.BytesFreed > 0 {
+			if br.Status.LastMaintenanceTime == nil || !br.Status.LastMaintenanceTime.Equal(&p.Time) {
+				t.Errorf("lastMaintenanceTime %v, want the successful prune's end %v", br.Status.LastMaintenanceTime, p.Time)
+			}
+			lp = p
+		}
+		if lp != nil && k != nil && !k.Time.Time.Before(lp.Time.Time) {
+			lc = k
+		}
+		return lp != nil && lc != nil, fmt.Errorf("lastPrune %+v, lastCheck %+v", p, k)
 	})
-	lp, lc := br.Status.LastPrune, br.Status.LastCheck
 	t.Logf("%.1fs after the frequency was set: prune on %s freed %d bytes (%d packs deleted) in %s; check on %s read %d packs (%d bytes) in %s",
 		time.Since(setAt).Seconds(), lp.Node, lp.BytesFreed, lp.PacksDeleted, lp.Duration.Duration, lc.Node, lc.PacksRead, lc.BytesRead, lc.Duration.Duration)
 	if lp.Snapshots != 1 {
@@ -312,10 +325,11 @@ func TestPruneDuringBackups(t *testing.T) {
 	for old := 0; old <= rounds-2; old++ {
 		c.waitBackupGone(t, fmt.Sprintf("round-%d", old))
 	}
-	// Status times have whole seconds.
-	gone := time.Now().Truncate(time.Second)
+	// Two prunes that ended a second after the last deletion or later (status times have whole seconds): the
+	// second of them started after it, so it found the last garbage.
+	after := time.Now().Add(time.Second)
 	c.waitFor(t, "a prune after the last deletion", 2*time.Minute, func() (bool, error) {
-		return prunes.freedAfter(gone), nil
+		return prunes.endedAfter(after) >= 2, nil
 	})
 	// Stop the prunes and let the last run end, so the checks below see a repository at rest.
 	c.setMaintenance(t, ns, func(s *v1.BackupRepositorySpec) { s.MaintenanceFrequency = &metav1.Duration{Duration: 24 * time.Hour} })
@@ -389,16 +403,17 @@ func (l *pruneLog) watch(ctx context.Context, c *cluster, namespace string) {
 	}
 }
 
-// freedAfter says whether a prune that ended after t freed space.
-func (l *pruneLog) freedAfter(t time.Time) bool {
+// endedAfter counts the prunes whose recorded end is t or later.
+func (l *pruneLog) endedAfter(t time.Time) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	n := 0
 	for _, p := range l.seen {
-		if !p.Time.Time.Before(t) && p.BytesFreed > 0 {
-			return true
+		if !p.Time.Time.Before(t) {
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 func (l *pruneLog) summary() (runs, freed int, failed []string) {
@@ -428,4 +443,121 @@ func (l *pruneLog) overlapping(intervals [][2]time.Time) int {
 		}
 	}
 	return n
+}
+
+// A node-agent killed during its prune: the controller takes it for dead when its heartbeats stop, requests
+// the prune again, and the other node-agent runs it. The test holds a backup's lock on the repository so the
+// first prune is still waiting to delete when its agent is killed.
+func TestMaintenanceAgentKilled(t *testing.T) {
+	c := startCluster(t, clusterOptions{
+		ControllerArgs: []string{"--maintenance-stale-after", "3s"},
+		NodeAgentArgs:  []string{"--maintenance-heartbeat-interval", "500ms"},
+	})
+	const ns = "orders"
+	c.logRepositoryOnFailure(t, ns)
+	mustCreate(t, c.cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	mustCreate(t, c.cl, testPod(ns, "shelf", nodeA, map[string]string{annBackupVolumes: "data"}, emptyDirVolume("data")))
+	c.waitPodsRunning(t, ns, 1)
+	dir := c.volumeDir(t, ns, "shelf", "data")
+	spec := v1.BackupSpec{IncludedNamespaces: []string{ns}}
+	for i, name := range []string{"old", "new"} {
+		if err := writeRandomFile(filepath.Join(dir, "orders.bin"), 2<<20, uint64(10+i), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		c.createBackup(t, name, spec)
+		if b := c.waitBackup(t, name, backupTimeout); b.Status.Phase != v1.PhaseCompleted {
+			t.Fatalf("Backup %s is %s: %q", name, b.Status.Phase, b.Status.Errors)
+		}
+	}
+	c.deleteBackup(t, "old")
+	c.waitBackupGone(t, "old")
+
+	release := c.holdBackupLock(t, ns)
+	c.setMaintenance(t, ns, func(s *v1.BackupRepositorySpec) { s.MaintenanceFrequency = &metav1.Duration{Duration: 5 * time.Second} })
+	var first v1.MaintenanceRun
+	c.waitFor(t, "a node-agent to claim the prune", time.Minute, func() (bool, error) {
+		m := c.backupRepository(t, ns).Status.Maintenance
+		if m != nil {
+			first = *m
+		}
+		return m != nil && m.Node != "", nil
+	})
+	// Let it heartbeat once, so it is surely inside its run.
+	time.Sleep(time.Second)
+	c.agents[first.Node].kill9(t)
+	other := nodeA
+	if first.Node == nodeA {
+		other = nodeB
+	}
+	killed := time.Now()
+	c.waitFor(t, "the prune requested again and claimed by "+other, time.Minute, func() (bool, error) {
+		m := c.backupRepository(t, ns).Status.Maintenance
+		return m != nil && m.ID != first.ID && m.Node == other, fmt.Errorf("maintenance %+v", m)
+	})
+	t.Logf("%s claimed the prune again %.1fs after %s was killed", other, time.Since(killed).Seconds(), first.Node)
+	release()
+	var lp *v1.PruneResult
+	c.waitFor(t, "the prune to end on "+other, 2*time.Minute, func() (bool, error) {
+		lp = c.backupRepository(t, ns).Status.LastPrune
+		return lp != nil, nil
+	})
+	if lp.Node != other || lp.Error != "" || lp.BytesFreed <= 0 {
+		t.Errorf("lastPrune %+v, want %s's prune freeing the deleted Backup's data", lp, other)
+	}
+	reasons := map[string]bool{}
+	for _, ev := range c.repositoryEvents(t, ns) {
+		reasons[ev.Reason] = true
+	}
+	if !reasons["MaintenanceRerequested"] {
+		t.Errorf("no MaintenanceRerequested event; events: %v", reasons)
+	}
+	pvb := c.volumeBackups(t, "new")[ns+"/shelf/data"]
+	target := filepath.Join(t.TempDir(), "restore")
+	c.restoreSnapshot(t, ns, pvb.Status.SnapshotID, target)
+	if err := compareTrees(dir, target); err != nil {
+		t.Errorf("snapshot %s after the prune: %v", pvb.Status.SnapshotID, err)
+	}
+}
+
+// holdBackupLock takes a shared lock on namespace's repository, as a running backup does, until the returned
+// func is called: prune plans beside it but cannot delete.
+func (c *cluster) holdBackupLock(t *testing.T, namespace string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	var sec corev1.Secret
+	if err := c.cl.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: deploy.RepositoryPasswordSecret}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	be, err := s3.Open(ctx, c.minio.Options(c.bucket, "repositories/"+namespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, be, sec.Data[deploy.RepositoryPasswordKey], repo.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, stop, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- lock.WithLock(ctx, r, lock.Shared, "backup", lock.Options{}, func(context.Context) error {
+			close(held)
+			<-stop
+			return nil
+		})
+	}()
+	select {
+	case <-held:
+	case err := <-done:
+		t.Fatalf("take a backup lock: %v", err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(stop)
+			if err := <-done; err != nil {
+				t.Errorf("backup lock: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
