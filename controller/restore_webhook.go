@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +48,8 @@ type RestoreWaitWebhook struct {
 	mu sync.Mutex
 	// backedUp caches the stored backup's pods by Restore UID: storage is read once per restore, not per pod.
 	backedUp map[types.UID]map[string][]backedUpPod
+	// loading holds the reads under way, by Restore UID.
+	loading map[types.UID]*backupLoad
 }
 
 // maxCachedBackups bounds the cache; past it the cache starts over (restores at once are few).
@@ -64,7 +67,9 @@ func (w *RestoreWaitWebhook) Handle(ctx context.Context, req admission.Request) 
 	if pod.GetNamespace() == "" {
 		pod.SetNamespace(req.Namespace)
 	}
-	prepared, reason, err := w.Prepare(ctx, pod)
+	// A dry run must have no side effects (the configuration says sideEffects: None): no Events.
+	record := req.DryRun == nil || !*req.DryRun
+	prepared, reason, err := w.prepare(ctx, pod, record)
 	if err != nil {
 		logf.FromContext(ctx).Error(err, "restore webhook", "namespace", pod.GetNamespace(), "pod", pod.GetName(), "generateName", pod.GetGenerateName())
 		return admission.Errored(http.StatusInternalServerError, err)
@@ -83,6 +88,11 @@ func (w *RestoreWaitWebhook) Handle(ctx context.Context, req admission.Request) 
 // Restore restoring into its namespace. prepared says whether it changed pod; reason why not. err is a
 // failure worth retrying (the API server refuses the pod, its controller creates it again).
 func (w *RestoreWaitWebhook) Prepare(ctx context.Context, pod *unstructured.Unstructured) (prepared bool, reason string, err error) {
+	return w.prepare(ctx, pod, true)
+}
+
+// prepare is Prepare; record says whether to record on the Restore why a pod was left alone.
+func (w *RestoreWaitWebhook) prepare(ctx context.Context, pod *unstructured.Unstructured, record bool) (prepared bool, reason string, err error) {
 	inits, _, _ := unstructured.NestedSlice(pod.Object, "spec", "initContainers")
 	for i, ic := range inits {
 		if m, ok := ic.(map[string]any); ok && m["name"] == RestoreWaitContainer {
@@ -130,7 +140,7 @@ func (w *RestoreWaitWebhook) Prepare(ctx context.Context, pod *unstructured.Unst
 	}
 	// From here on the pod belongs to a controller the restore made: when it is left alone, say why.
 	prepared, reason, err = w.prepareReplacement(ctx, pod, owner, &rs)
-	if err == nil && !prepared && w.Events != nil {
+	if err == nil && !prepared && record && w.Events != nil {
 		w.Events.Eventf(&rs, nil, corev1.EventTypeWarning, "PodNotPrepared", "RestoreWebhook", "pod %s/%s%s of %s %s created during the restore gets no restore-wait: %s",
 			target, pod.GetName(), pod.GetGenerateName(), owner.Kind, owner.Name, reason)
 	}
@@ -239,13 +249,62 @@ func (w *RestoreWaitWebhook) volumesTaken(ctx context.Context, rs *v1.Restore, n
 
 // backedUpPods reads the restore's backup from storage once per Restore UID. problem says why the backup
 // cannot be read (the restore itself fails on it); err is worth retrying.
+//
+// The read outlives the admission request that started it: a large archive may take longer than the
+// webhook's timeout, and the controller's next try of the pod then finds it read.
 func (w *RestoreWaitWebhook) backedUpPods(ctx context.Context, rs *v1.Restore) (map[string][]backedUpPod, string, error) {
 	w.mu.Lock()
-	cached, ok := w.backedUp[rs.UID]
-	w.mu.Unlock()
-	if ok {
+	if cached, ok := w.backedUp[rs.UID]; ok {
+		w.mu.Unlock()
 		return cached, "", nil
 	}
+	if w.loading == nil {
+		w.loading = map[types.UID]*backupLoad{}
+	}
+	load := w.loading[rs.UID]
+	if load == nil {
+		load = &backupLoad{done: make(chan struct{})}
+		w.loading[rs.UID] = load
+		go w.load(context.WithoutCancel(ctx), rs.DeepCopy(), load)
+	}
+	w.mu.Unlock()
+	select {
+	case <-load.done:
+		return load.pods, load.problem, load.err
+	case <-ctx.Done():
+		return nil, "", fmt.Errorf("read backup %s from storage: not done yet, the pod's next try may find it read: %w", rs.Spec.BackupName, ctx.Err())
+	}
+}
+
+// backupLoad is one read of a restore's backup, shared by the requests waiting for it.
+type backupLoad struct {
+	done    chan struct{}
+	pods    map[string][]backedUpPod
+	problem string
+	err     error
+}
+
+// backupReadTimeout bounds one read of a backup for the webhook.
+const backupReadTimeout = 5 * time.Minute
+
+func (w *RestoreWaitWebhook) load(ctx context.Context, rs *v1.Restore, load *backupLoad) {
+	ctx, cancel := context.WithTimeout(ctx, backupReadTimeout)
+	defer cancel()
+	load.pods, load.problem, load.err = w.readBackedUpPods(ctx, rs)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.loading, rs.UID)
+	if load.err == nil && load.problem == "" {
+		if w.backedUp == nil || len(w.backedUp) >= maxCachedBackups {
+			w.backedUp = map[types.UID]map[string][]backedUpPod{}
+		}
+		w.backedUp[rs.UID] = load.pods
+	}
+	close(load.done)
+}
+
+// readBackedUpPods reads the backup as the Restore reconciler does.
+func (w *RestoreWaitWebhook) readBackedUpPods(ctx context.Context, rs *v1.Restore) (map[string][]backedUpPod, string, error) {
 	reader := &RestoreReconciler{Client: w.Client, APIReader: w.APIReader, Namespace: w.Namespace}
 	loc, problem, err := reader.findBackup(ctx, rs.Spec.BackupName)
 	if err != nil || problem != "" {
@@ -259,12 +318,6 @@ func (w *RestoreWaitWebhook) backedUpPods(ctx context.Context, rs *v1.Restore) (
 	if err != nil {
 		return nil, fmt.Sprintf("backup %s: %v", rs.Spec.BackupName, err), nil
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.backedUp == nil || len(w.backedUp) >= maxCachedBackups {
-		w.backedUp = map[types.UID]map[string][]backedUpPod{}
-	}
-	w.backedUp[rs.UID] = pods
 	return pods, "", nil
 }
 

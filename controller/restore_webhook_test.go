@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -231,5 +232,33 @@ func TestWebhookHandleAnswersWithAPatch(t *testing.T) {
 	req.Operation = admissionv1.Update
 	if resp := w.Handle(context.Background(), req); !resp.Allowed || len(resp.Patches) != 0 {
 		t.Errorf("update: %+v", resp)
+	}
+}
+
+func TestWebhookRecordsWhyItLeftAPodAlone(t *testing.T) {
+	w := newWebhookTest(t)
+	rec := events.NewFakeRecorder(10)
+	w.Events = rec
+	u := controlledPod("voting", "web-1-q", "ReplicaSet", "web-1", "rs-uid", "cache")
+	raw, _ := json.Marshal(u.Object)
+	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: "req", Operation: admissionv1.Create, Namespace: "voting",
+		Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Object: runtime.RawExtension{Raw: raw}, DryRun: ptr.To(true)}}
+	if resp := w.Handle(context.Background(), req); !resp.Allowed || len(resp.Patches) != 0 {
+		t.Fatalf("dry run: %+v", resp)
+	}
+	if len(rec.Events) != 0 {
+		t.Fatalf("a dry run recorded %q", <-rec.Events)
+	}
+	req.DryRun = nil
+	if resp := w.Handle(context.Background(), req); !resp.Allowed || len(resp.Patches) != 0 {
+		t.Fatalf("response %+v", resp)
+	}
+	select {
+	case ev := <-rec.Events:
+		if !strings.Contains(ev, "PodNotPrepared") || !strings.Contains(ev, "voting/web-1-q of ReplicaSet web-1") || !strings.Contains(ev, "cannot be told") {
+			t.Errorf("event %q", ev)
+		}
+	default:
+		t.Error("no event says why the pod got no restore-wait")
 	}
 }

@@ -178,3 +178,33 @@ func TestEnsureReplacesAnUnusableSecret(t *testing.T) {
 		t.Error("broken Secret kept")
 	}
 }
+
+func TestStartPatchesAConfigurationThatCameLate(t *testing.T) {
+	m, _ := newManager(t)
+	m.Retry = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := m.Ensure(ctx); !errors.Is(err, ErrNoConfiguration) {
+		t.Fatalf("err %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Start(ctx) }()
+	if err := m.Client.Create(ctx, configuration()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, cfg := m.stored(t)
+		if bytes.Equal(cfg.Webhooks[0].ClientConfig.CABundle, b.CA) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the configuration never got the CA bundle")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}

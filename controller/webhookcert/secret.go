@@ -27,8 +27,12 @@ const (
 // DefaultSecretName is the Secret in the install namespace holding the webhook's certificates.
 const DefaultSecretName = "straddle-webhook-tls"
 
-// CheckInterval is how often a running controller looks whether the certificate needs renewing.
-const CheckInterval = time.Hour
+// CheckInterval is how often a running controller looks whether the certificate needs renewing, and
+// RetryInterval how soon it looks again after a failure.
+const (
+	CheckInterval = time.Hour
+	RetryInterval = 10 * time.Second
+)
 
 // Manager keeps the webhook server's certificate: Ensure makes or reuses the Secret's and patches the CA
 // bundle into the webhook configuration; GetCertificate serves the current one; as a manager Runnable it
@@ -47,8 +51,12 @@ type Manager struct {
 	// URL, when set, replaces the configuration's service reference: the controller runs outside the
 	// cluster, where the API server reaches it by URL.
 	URL string
+	// Retry is how soon a failed check is tried again (RetryInterval if zero).
+	Retry time.Duration
 
 	current atomic.Pointer[tls.Certificate]
+	// lastErr says the last Ensure failed.
+	lastErr atomic.Bool
 }
 
 // ErrNoConfiguration says the webhook configuration does not exist: the API server calls no webhook.
@@ -56,7 +64,8 @@ var ErrNoConfiguration = errors.New("webhook configuration not found")
 
 // Ensure makes the Secret's certificate usable (reusing it, or making one anew), serves it, and patches the
 // configuration. ErrNoConfiguration (wrapped) means the certificate is served but nothing calls it.
-func (m *Manager) Ensure(ctx context.Context) error {
+func (m *Manager) Ensure(ctx context.Context) (err error) {
+	defer func() { m.lastErr.Store(err != nil) }()
 	b, err := m.ensureSecret(ctx)
 	if err != nil {
 		return err
@@ -77,18 +86,31 @@ func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	return nil, errors.New("webhook certificate not loaded yet")
 }
 
-// Start renews the certificate every CheckInterval until ctx ends (a manager Runnable).
+// Start renews the certificate every CheckInterval until ctx ends (a manager Runnable). After a failed check
+// (the configuration not there yet, say: the controller may start before the install applies it) it tries
+// again after RetryInterval, as the API server cannot reach the webhook until the CA bundle is in.
 func (m *Manager) Start(ctx context.Context) error {
-	t := time.NewTicker(CheckInterval)
+	retry := m.Retry
+	if retry <= 0 {
+		retry = RetryInterval
+	}
+	next := CheckInterval
+	if m.lastErr.Load() {
+		next = retry
+	}
+	t := time.NewTimer(next)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := m.Ensure(ctx); err != nil && !errors.Is(err, ErrNoConfiguration) {
-				m.Log.Error(err, "renew webhook certificate")
+			next = CheckInterval
+			if err := m.Ensure(ctx); err != nil {
+				m.Log.Error(err, "webhook certificate or configuration")
+				next = retry
 			}
+			t.Reset(next)
 		}
 	}
 }
