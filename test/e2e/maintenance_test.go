@@ -105,28 +105,9 @@ func (c *cluster) waitBackupGone(t testing.TB, name string) {
 	})
 }
 
-// repoSnapshots lists namespace's snapshots with `straddle repo snapshots --json`.
-func (c *cluster) repoSnapshots(t testing.TB, namespace string) []string {
-	t.Helper()
-	res := c.repo(t, time.Minute, namespace, "snapshots", "--json")
-	if res.err != nil {
-		t.Fatalf("list snapshots: %s", res)
-	}
-	var snaps []struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal([]byte(res.stdout), &snaps); err != nil {
-		t.Fatalf("decode %s: %v", res, err)
-	}
-	ids := make([]string, 0, len(snaps))
-	for _, s := range snaps {
-		ids = append(ids, s.ID)
-	}
-	return ids
-}
-
-func hasSnapshot(ids []string, id string) bool {
-	for _, s := range ids {
+// hasSnapshot says whether ids (as repoSnapshots lists them) holds id, either one possibly abbreviated.
+func hasSnapshot(ids map[string]string, id string) bool {
+	for s := range ids {
 		if strings.HasPrefix(s, id) || strings.HasPrefix(id, s) {
 			return true
 		}
