@@ -4,8 +4,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -145,6 +147,13 @@ func TestScheduleAndRetention(t *testing.T) {
 		c.waitPodsRunning(t, ns, 1)
 	}
 
+	// The scheduled volume changes all the time, so each run stores data of its own and the runs retention
+	// deletes leave data for maintenance to free.
+	churnCtx, stopChurn := context.WithCancel(context.Background())
+	churnDone := make(chan error, 1)
+	go func(dir string) { churnDone <- churn(churnCtx, dir) }(c.volumeDir(t, "sched", "app", "data"))
+	t.Cleanup(stopChurn)
+
 	// The TTL backup runs beside the schedule.
 	if res := c.cli(time.Minute, "backup", "create", "short", "--include-namespaces", "ttl", "--ttl", "10s"); res.err != nil {
 		t.Fatalf("create the TTL backup: %s", res)
@@ -184,6 +193,10 @@ func TestScheduleAndRetention(t *testing.T) {
 	})
 	if res := c.cli(time.Minute, "schedule", "pause", "every5"); res.err != nil {
 		t.Fatalf("pause: %s", res)
+	}
+	stopChurn()
+	if err := <-churnDone; err != nil {
+		t.Fatalf("change the scheduled volume: %v", err)
 	}
 
 	// The TTL backup is gone within a minute of its creation, with its folder and its snapshot.
@@ -236,6 +249,35 @@ func TestScheduleAndRetention(t *testing.T) {
 		t.Errorf("repository snapshots %v, want those of the remaining backups %v", got, want)
 	}
 
+	// Maintenance then frees the data only the deleted runs used, and leaves the kept ones whole.
+	c.setMaintenance(t, "sched", func(s *v1.BackupRepositorySpec) {
+		s.MaintenanceFrequency = &metav1.Duration{Duration: 5 * time.Second}
+	})
+	var pruned *v1.PruneResult
+	c.waitFor(t, "a prune that freed bytes", 2*time.Minute, func() (bool, error) {
+		p := c.backupRepository(t, "sched").Status.LastPrune
+		if p != nil && p.Error != "" && !p.Postponed {
+			t.Fatalf("prune failed: %s", p.Error)
+		}
+		if p != nil && p.BytesFreed > 0 {
+			pruned = p
+		}
+		return pruned != nil, fmt.Errorf("lastPrune %+v", p)
+	})
+	t.Logf("prune on %s freed %d bytes, %d snapshots kept", pruned.Node, pruned.BytesFreed, pruned.Snapshots)
+	if int(pruned.Snapshots) != len(want) {
+		t.Errorf("the prune saw %d snapshots, want the %d of the remaining backups", pruned.Snapshots, len(want))
+	}
+	if got := c.repoSnapshots(t, "sched"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after maintenance the repository holds %v, want %v", got, want)
+	}
+	if res := c.repo(t, 5*time.Minute, "sched", "check", "--read-data"); res.err != nil {
+		t.Errorf("check --read-data after maintenance: %s", res)
+	}
+	for id := range want {
+		c.restoreSnapshot(t, "sched", id, filepath.Join(t.TempDir(), "restore"))
+	}
+
 	// Paused: no new runs.
 	before := w.names()
 	time.Sleep(12 * time.Second)
@@ -254,5 +296,29 @@ func TestScheduleAndRetention(t *testing.T) {
 	}
 	if res := c.cli(time.Minute, "schedule", "describe", "every5"); res.err != nil || !strings.Contains(res.stdout, "keep-last 3") || !strings.Contains(res.stdout, remaining[len(remaining)-1]) {
 		t.Errorf("schedule describe: %s", res)
+	}
+}
+
+// churn replaces the file "churn" in dir with 256 KiB of new random bytes every second until ctx ends; each
+// version is written beside the volume (the same file system) and renamed in, so a backup reads one whole
+// version and never a half-written temporary file.
+func churn(ctx context.Context, dir string) error {
+	buf := make([]byte, 256<<10)
+	for i := 0; ; i++ {
+		if _, err := rand.Read(buf); err != nil {
+			return err
+		}
+		tmp := filepath.Join(filepath.Dir(dir), fmt.Sprintf(".churn-%d", i))
+		if err := os.WriteFile(tmp, buf, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "churn")); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
 }
