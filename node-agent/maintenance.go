@@ -11,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -317,19 +316,7 @@ func (r *MaintenanceReconciler) record(ctx context.Context, br *v1.BackupReposit
 // updateStatus applies mutate to the newest BackupRepository read from the API server and writes it, again on
 // every conflict (backups and the controller write the status too). mutate returns false to write nothing.
 func (r *MaintenanceReconciler) updateStatus(ctx context.Context, br *v1.BackupRepository, mutate func(*v1.BackupRepositoryStatus) bool) error {
-	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		var cur v1.BackupRepository
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(br), &cur); err != nil {
-			return err
-		}
-		if cur.UID != br.UID {
-			return apierrors.NewNotFound(v1.GroupVersion.WithResource("backuprepositories").GroupResource(), br.Name)
-		}
-		if !mutate(&cur.Status) {
-			return nil
-		}
-		return r.Client.Status().Update(ctx, &cur)
-	})
+	return updateStatusNewest(ctx, r.APIReader, r.Client, br, "backuprepositories", func(o *v1.BackupRepository) bool { return mutate(&o.Status) })
 }
 
 func (r *MaintenanceReconciler) pruneOutcome(br *v1.BackupRepository, pr v1.PruneResult) {

@@ -222,7 +222,9 @@ func (r *PodVolumeBackupReconciler) run(ctx context.Context, pvb *v1.PodVolumeBa
 	prog := &progressBox{}
 	var reporter sync.WaitGroup
 	stop := make(chan struct{})
-	reporter.Go(func() { r.reportProgress(bctx, pvb, prog, cancel, stop) })
+	reporter.Go(func() {
+		reportProgress(bctx, r.Client, pvb, r.ProgressInterval, prog, func(o *v1.PodVolumeBackup, p v1.Progress) { o.Status.Progress = p }, cancel, stop)
+	})
 
 	measured := r.Metrics.started()
 	if r.beforeBackup != nil {

@@ -240,7 +240,9 @@ func (r *PodVolumeRestoreReconciler) run(ctx context.Context, pvr *v1.PodVolumeR
 	prog := &progressBox{}
 	var reporter sync.WaitGroup
 	stop := make(chan struct{})
-	reporter.Go(func() { r.reportProgress(rctx, pvr, prog, cancel, stop) })
+	reporter.Go(func() {
+		reportProgress(rctx, r.Client, pvr, r.ProgressInterval, prog, func(o *v1.PodVolumeRestore, p v1.Progress) { o.Status.Progress = p }, cancel, stop)
+	})
 	// The wait for the folder is over; its note would mislead while the data is written. The object read
 	// may predate the note (the cache lags), so it is cleared on the newest.
 	if err := r.updateStatus(ctx, pvr, true, func(st *v1.PodVolumeRestoreStatus) { st.Message = "" }); err != nil {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -15,35 +14,70 @@ import (
 	"github.com/straddle-io/straddle/repo/backup"
 )
 
-// updateStatus applies mutate to a PodVolumeBackup's status and writes it with the resourceVersion it was
-// read at. Without retryConflicts, pvb is the object read and a conflict is returned: someone else moved it,
-// and the caller must look again. With retryConflicts, the newest object is read from the API server (the
-// agent's own progress patches move it on) and mutate applied again on every conflict.
-func (r *PodVolumeBackupReconciler) updateStatus(ctx context.Context, pvb *v1.PodVolumeBackup, retryConflicts bool, mutate func(*v1.PodVolumeBackupStatus)) error {
-	if !retryConflicts {
-		upd := pvb.DeepCopy()
-		mutate(&upd.Status)
-		if err := r.Client.Status().Update(ctx, upd); err != nil {
-			return err
-		}
-		*pvb = *upd
-		return nil
+// object is a pointer to one of the kinds whose status a node-agent writes (PodVolumeBackup,
+// PodVolumeRestore, BackupRepository), so one function serves the three.
+type object[T any] interface {
+	client.Object
+	*T
+}
+
+// updateStatusAt applies mutate to obj, the object as read, and writes its status with the resourceVersion
+// it was read at. A conflict is returned: someone else moved the object, and the caller must look again.
+// On success obj is the object written.
+func updateStatusAt[T any, P object[T]](ctx context.Context, c client.Client, obj P, mutate func(P)) error {
+	upd := obj.DeepCopyObject().(P)
+	mutate(upd)
+	if err := c.Status().Update(ctx, upd); err != nil {
+		return err
 	}
+	*obj = *upd
+	return nil
+}
+
+// updateStatusNewest reads the newest obj from the API server (past the cache: the agent's own progress
+// patches and other writers move it on), applies mutate and writes its status, again on every conflict.
+// mutate returns false to write nothing. An object of the same name but another UID was deleted and created
+// again: not the one this outcome belongs to, reported as NotFound.
+func updateStatusNewest[T any, P object[T]](ctx context.Context, reader client.Reader, c client.Client, obj P, resource string, mutate func(P) bool) error {
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		var cur v1.PodVolumeBackup
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(pvb), &cur); err != nil {
+		cur := P(new(T))
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
 			return err
 		}
-		if cur.UID != pvb.UID {
-			// Deleted and created again under the same name: not the object this outcome belongs to.
-			return apierrors.NewNotFound(v1.GroupVersion.WithResource("podvolumebackups").GroupResource(), pvb.Name)
+		if cur.GetUID() != obj.GetUID() {
+			return apierrors.NewNotFound(v1.GroupVersion.WithResource(resource).GroupResource(), obj.GetName())
 		}
-		mutate(&cur.Status)
-		return r.Client.Status().Update(ctx, &cur)
+		if !mutate(cur) {
+			return nil
+		}
+		return c.Status().Update(ctx, cur)
 	})
 }
 
-// progressBox holds the newest progress reading of a running backup.
+// updateStatus applies mutate to a PodVolumeBackup's status: with retryConflicts as updateStatusNewest,
+// without as updateStatusAt.
+func (r *PodVolumeBackupReconciler) updateStatus(ctx context.Context, pvb *v1.PodVolumeBackup, retryConflicts bool, mutate func(*v1.PodVolumeBackupStatus)) error {
+	if !retryConflicts {
+		return updateStatusAt(ctx, r.Client, pvb, func(o *v1.PodVolumeBackup) { mutate(&o.Status) })
+	}
+	return updateStatusNewest(ctx, r.APIReader, r.Client, pvb, "podvolumebackups", func(o *v1.PodVolumeBackup) bool {
+		mutate(&o.Status)
+		return true
+	})
+}
+
+// updateStatus applies mutate to a PodVolumeRestore's status, as PodVolumeBackupReconciler.updateStatus does.
+func (r *PodVolumeRestoreReconciler) updateStatus(ctx context.Context, pvr *v1.PodVolumeRestore, retryConflicts bool, mutate func(*v1.PodVolumeRestoreStatus)) error {
+	if !retryConflicts {
+		return updateStatusAt(ctx, r.Client, pvr, func(o *v1.PodVolumeRestore) { mutate(&o.Status) })
+	}
+	return updateStatusNewest(ctx, r.APIReader, r.Client, pvr, "podvolumerestores", func(o *v1.PodVolumeRestore) bool {
+		mutate(&o.Status)
+		return true
+	})
+}
+
+// progressBox holds the newest progress reading of a running backup or restore.
 type progressBox struct {
 	mu sync.Mutex
 	p  v1.Progress
@@ -66,11 +100,12 @@ func (b *progressBox) get() (v1.Progress, bool) {
 	return b.p, b.ok
 }
 
-// reportProgress writes status.progress every ProgressInterval until stop closes, and cancels the backup
-// with errDeleted once its PodVolumeBackup is gone or being deleted.
-func (r *PodVolumeBackupReconciler) reportProgress(ctx context.Context, pvb *v1.PodVolumeBackup, prog *progressBox, cancel context.CancelCauseFunc, stop <-chan struct{}) {
+// reportProgress writes the progress in prog into obj's status (through setProgress) every interval until
+// stop closes, and cancels the work with errDeleted once obj is gone or being deleted.
+func reportProgress[T any, P object[T]](ctx context.Context, c client.Client, obj P, interval time.Duration, prog *progressBox,
+	setProgress func(P, v1.Progress), cancel context.CancelCauseFunc, stop <-chan struct{}) {
 	log := ctrl.LoggerFrom(ctx)
-	t := time.NewTicker(r.ProgressInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	var last v1.Progress
 	for {
@@ -81,9 +116,9 @@ func (r *PodVolumeBackupReconciler) reportProgress(ctx context.Context, pvb *v1.
 			return
 		case <-t.C:
 		}
-		var cur v1.PodVolumeBackup
-		err := r.Client.Get(ctx, client.ObjectKeyFromObject(pvb), &cur)
-		if apierrors.IsNotFound(err) || (err == nil && (cur.UID != pvb.UID || cur.DeletionTimestamp != nil)) {
+		cur := P(new(T))
+		err := c.Get(ctx, client.ObjectKeyFromObject(obj), cur)
+		if apierrors.IsNotFound(err) || (err == nil && (cur.GetUID() != obj.GetUID() || cur.GetDeletionTimestamp() != nil)) {
 			cancel(errDeleted)
 			return
 		}
@@ -92,17 +127,19 @@ func (r *PodVolumeBackupReconciler) reportProgress(ctx context.Context, pvb *v1.
 			continue
 		}
 		// A merge patch of the progress alone: it never conflicts with, nor undoes, anyone's other changes.
-		base := &v1.PodVolumeBackup{ObjectMeta: metav1.ObjectMeta{Namespace: pvb.Namespace, Name: pvb.Name}}
-		upd := base.DeepCopy()
-		upd.Status.Progress = p
-		err = r.Client.Status().Patch(ctx, upd, client.MergeFrom(base))
+		base := P(new(T))
+		base.SetNamespace(obj.GetNamespace())
+		base.SetName(obj.GetName())
+		upd := base.DeepCopyObject().(P)
+		setProgress(upd, p)
+		err = c.Status().Patch(ctx, upd, client.MergeFrom(base))
 		switch {
 		case apierrors.IsNotFound(err):
 			cancel(errDeleted)
 			return
 		case err != nil:
-			// The next tick tries again; the backup itself goes on.
-			log.Error(err, "report progress", "podvolumebackup", pvb.Name)
+			// The next tick tries again; the work itself goes on.
+			log.Error(err, "report progress", "object", obj.GetName())
 		default:
 			last = p
 		}
