@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/controller/hooks"
 	"github.com/straddle-io/straddle/controller/resources"
 )
 
@@ -58,6 +59,8 @@ type BackupReconciler struct {
 	CapacityPoll time.Duration
 	// Resources lists the namespaces' objects for the backup's archive.
 	Resources *resources.Collector
+	// Exec runs the pods' backup hooks; without it every hook fails.
+	Exec hooks.Executor
 
 	// reported remembers the PodVolumeBackups whose end was announced as an event, so each is announced once
 	// per controller process.
@@ -168,16 +171,20 @@ func (r *BackupReconciler) progress(ctx context.Context, b *v1.Backup) (ctrl.Res
 			return ctrl.Result{}, err
 		}
 	}
+	if err := r.failVolumesOfFailedPods(ctx, b, pvbs); err != nil {
+		return r.requeueOnConflict(err, "backup %s", b.Name)
+	}
 	before := b.Status.DeepCopy()
 	remaining, lost := 0, 0
+	var waiting map[string]bool
 	if planned {
 		// Deleted by someone before they finished: they will never report, so they count as failed.
 		lost = max(b.Status.VolumesTotal-len(pvbs), 0)
 	} else {
 		var problem string
-		remaining, problem, err = r.createPodVolumeBackups(ctx, b, loc, pvbs)
+		remaining, waiting, problem, err = r.createPodVolumeBackups(ctx, b, loc, pvbs)
 		if err != nil {
-			return ctrl.Result{}, err
+			return r.requeueOnConflict(err, "plan backup %s", b.Name)
 		}
 		if problem != "" {
 			return r.fail(ctx, b, problem)
@@ -189,6 +196,12 @@ func (r *BackupReconciler) progress(ctx context.Context, b *v1.Backup) (ctrl.Res
 		if pvbs, err = r.podVolumeBackups(ctx, r.APIReader, b); err != nil {
 			return ctrl.Result{}, err
 		}
+		if err := r.failVolumesOfFailedPods(ctx, b, pvbs); err != nil {
+			return r.requeueOnConflict(err, "backup %s", b.Name)
+		}
+	}
+	if err := r.postHooksDue(ctx, b, pvbs, waiting); err != nil {
+		return r.requeueOnConflict(err, "backup %s", b.Name)
 	}
 	unfinished := r.summarize(b, pvbs, remaining, lost)
 	if unfinished == 0 {
@@ -294,8 +307,12 @@ func (r *BackupReconciler) location(ctx context.Context, b *v1.Backup) (loc *v1.
 	return loc, "", nil
 }
 
-// fail ends the backup as Failed for a reason no retry fixes.
+// fail ends the backup as Failed for a reason no retry fixes, after the post hooks of the pods whose pre hooks
+// ran.
 func (r *BackupReconciler) fail(ctx context.Context, b *v1.Backup, reason string) (ctrl.Result, error) {
+	if err := r.postHooksOnFailure(ctx, b); err != nil {
+		return r.requeueOnConflict(err, "backup %s", b.Name)
+	}
 	now := metav1.NewTime(r.Clock.Now())
 	b.Status.Phase = v1.PhaseFailed
 	b.Status.Errors = append(b.Status.Errors, reason)

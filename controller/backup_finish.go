@@ -99,6 +99,7 @@ func (r *BackupReconciler) writeBackup(ctx context.Context, b *v1.Backup, loc *v
 	now := metav1.NewTime(r.Clock.Now())
 	b.Status.Phase = phase
 	b.Status.Resources = res.Counts
+	b.Status.Warnings = append(b.Status.Warnings, hookWarnings(b.Status.Hooks)...)
 	b.Status.Warnings = append(b.Status.Warnings, res.Warnings...)
 	b.Status.CompletionTimestamp = &now
 	doc := b.DeepCopy()

@@ -19,12 +19,13 @@ import (
 )
 
 // createPodVolumeBackups chooses the backup's volumes from the pods, records the skips and warnings, and
-// creates the PodVolumeBackups still missing while the cluster-wide cap allows. It returns how many chosen
-// volumes are still without one; problem is a reason to fail the backup.
-func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Backup, loc *v1.BackupStorageLocation, existing []v1.PodVolumeBackup) (remaining int, problem string, err error) {
+// creates the PodVolumeBackups still missing while the cluster-wide cap allows, each pod's after its pre hooks
+// ran. It returns how many chosen volumes are still without one, and the UIDs of their pods (whose post hooks
+// must wait); problem is a reason to fail the backup.
+func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Backup, loc *v1.BackupStorageLocation, existing []v1.PodVolumeBackup) (remaining int, waiting map[string]bool, problem string, err error) {
 	sel, err := r.selectVolumes(ctx, b)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
 	b.Status.SkippedVolumes = sel.Skipped
 	b.Status.Warnings = sel.Warnings
@@ -39,16 +40,20 @@ func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Bac
 		}
 	}
 	if len(pending) == 0 {
-		return 0, "", nil
+		return 0, nil, "", nil
 	}
 	room, err := r.room(ctx)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, "", err
 	}
-	if room <= 0 {
-		return len(pending), "", nil
+	batch := pending[:max(min(room, len(pending)), 0)]
+	waiting = map[string]bool{}
+	for _, pv := range pending[len(batch):] {
+		waiting[pv.PodUID] = true
 	}
-	batch := pending[:min(room, len(pending))]
+	if len(batch) == 0 {
+		return len(pending), waiting, "", nil
+	}
 	// Parents come from each namespace's repository, which is made sure to exist first: node-agents never
 	// create repositories, so two of them never race to.
 	parents := map[string][]*snapshot.Snapshot{}
@@ -58,14 +63,26 @@ func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Bac
 		}
 		snaps, err := r.ensureRepository(ctx, loc, pv.Namespace)
 		if err != nil {
-			return 0, fmt.Sprintf("repository of namespace %s in storage location %s: %v", pv.Namespace, loc.Name, err), nil
+			return 0, nil, fmt.Sprintf("repository of namespace %s in storage location %s: %v", pv.Namespace, loc.Name, err), nil
 		}
 		parents[pv.Namespace] = snaps
 	}
+	hookFailures := map[string]string{}
 	for _, pv := range batch {
+		failure, ran := hookFailures[pv.PodUID]
+		if !ran {
+			if failure, err = r.preHooks(ctx, b, pv); err != nil {
+				return 0, nil, "", err
+			}
+			hookFailures[pv.PodUID] = failure
+		}
 		pvb := r.newPodVolumeBackup(b, loc.Name, pv, parentFor(parents[pv.Namespace], pv))
+		if failure != "" {
+			// No node-agent sees it without its node label; failVolumesOfFailedPods ends it.
+			delete(pvb.Labels, v1.NodeLabel)
+		}
 		if err := controllerutil.SetControllerReference(b, pvb, r.Client.Scheme()); err != nil {
-			return 0, "", fmt.Errorf("own PodVolumeBackup %s: %w", pvb.Name, err)
+			return 0, nil, "", fmt.Errorf("own PodVolumeBackup %s: %w", pvb.Name, err)
 		}
 		err := r.Client.Create(ctx, pvb)
 		if apierrors.IsAlreadyExists(err) {
@@ -73,7 +90,7 @@ func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Bac
 			continue
 		}
 		if err != nil {
-			return 0, "", fmt.Errorf("create PodVolumeBackup %s: %w", pvb.Name, err)
+			return 0, nil, "", fmt.Errorf("create PodVolumeBackup %s: %w", pvb.Name, err)
 		}
 		parent := pvb.Spec.ParentSnapshotID
 		if parent == "" {
@@ -82,7 +99,22 @@ func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Bac
 		r.Events.Eventf(b, pvb, corev1.EventTypeNormal, "VolumeQueued", "BackupVolume", "PodVolumeBackup %s for volume %s of pod %s/%s on node %s (parent snapshot %s)",
 			pvb.Name, pv.Volume, pv.Namespace, pv.Pod, pv.Node, parent)
 	}
-	return len(pending) - len(batch), "", nil
+	return len(pending) - len(batch), waiting, "", nil
+}
+
+// preHooks runs the pre hooks of pv's pod (once per pod: their outcomes are in the status) and returns why
+// its volumes must fail, or "".
+func (r *BackupReconciler) preHooks(ctx context.Context, b *v1.Backup, pv PlannedVolume) (string, error) {
+	var pod corev1.Pod
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: pv.Namespace, Name: pv.Pod}, &pod)
+	if apierrors.IsNotFound(err) || (err == nil && string(pod.UID) != pv.PodUID) {
+		// Gone since it was listed: its node-agent reports the volume missing.
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read pod %s/%s for its pre hooks: %w", pv.Namespace, pv.Pod, err)
+	}
+	return r.runPreHooks(ctx, b, &pod)
 }
 
 // room is how many more PodVolumeBackups may start under the cluster-wide cap. It reads the API server, not

@@ -21,6 +21,99 @@ type BackupSpec struct {
 	DefaultVolumesToFsBackup *bool `json:"defaultVolumesToFsBackup,omitempty"`
 	// StorageLocation names a BackupStorageLocation; empty means the default one.
 	StorageLocation string `json:"storageLocation,omitempty"`
+	// Hooks run commands in the selected pods around their volumes' backup, as Velero's BackupSpec.Hooks.
+	// A pod with hook annotations runs those instead of any of these.
+	Hooks BackupHooks `json:"hooks,omitempty"`
+}
+
+// BackupHooks are the exec hooks a backup runs in its pods.
+type BackupHooks struct {
+	Resources []BackupResourceHookSpec `json:"resources,omitempty"`
+}
+
+// BackupResourceHookSpec runs its hooks in the pods it selects: by namespace and label.
+type BackupResourceHookSpec struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// IncludedNamespaces select pods' namespaces; "*" or empty means all.
+	IncludedNamespaces []string `json:"includedNamespaces,omitempty"`
+	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
+	// LabelSelector restricts the hooks to matching pods.
+	LabelSelector *metav1.LabelSelector `json:"labelSelector,omitempty"`
+	// Pre hooks run, in order, before the pod's volumes are backed up.
+	Pre []BackupResourceHook `json:"pre,omitempty"`
+	// Post hooks run, in order, after every volume of the pod ended, whatever the result.
+	Post []BackupResourceHook `json:"post,omitempty"`
+}
+
+// BackupResourceHook is one hook.
+type BackupResourceHook struct {
+	Exec *ExecHook `json:"exec"`
+}
+
+// HookErrorMode says what a failing hook does to the backup of its pod.
+// +kubebuilder:validation:Enum=Fail;Continue
+type HookErrorMode string
+
+// Hook error modes.
+const (
+	// HookErrorFail fails the pod's volumes when a pre hook fails.
+	HookErrorFail HookErrorMode = "Fail"
+	// HookErrorContinue backs the pod's volumes up anyway, with a warning.
+	HookErrorContinue HookErrorMode = "Continue"
+)
+
+// ExecHook is a command run in a container of the pod through the API server's pods/exec.
+type ExecHook struct {
+	// Container is the container to run in; empty means the pod's first container.
+	Container string `json:"container,omitempty"`
+	// +kubebuilder:validation:MinItems=1
+	Command []string `json:"command"`
+	// Timeout kills the command after this long; default 30s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// OnError is Fail (default) or Continue.
+	OnError HookErrorMode `json:"onError,omitempty"`
+}
+
+// HookPhase says when a hook runs: before (pre) or after (post) the pod's volumes are backed up.
+type HookPhase string
+
+// Hook phases.
+const (
+	HookPhasePre  HookPhase = "pre"
+	HookPhasePost HookPhase = "post"
+)
+
+// HookState is how far a hook got.
+type HookState string
+
+// Hook states. Running is recorded before the command starts, so a restarted controller never runs it twice.
+const (
+	HookRunning   HookState = "Running"
+	HookSucceeded HookState = "Succeeded"
+	HookFailed    HookState = "Failed"
+)
+
+// HookResult is the outcome of one hook in one pod.
+type HookResult struct {
+	Namespace string    `json:"namespace"`
+	Pod       string    `json:"pod"`
+	PodUID    string    `json:"podUID"`
+	Phase     HookPhase `json:"phase"`
+	// Index is the hook's place among the pod's hooks of its phase.
+	Index     int           `json:"index"`
+	Container string        `json:"container"`
+	Command   []string      `json:"command"`
+	OnError   HookErrorMode `json:"onError"`
+	State     HookState     `json:"state"`
+	ExitCode  *int          `json:"exitCode,omitempty"`
+	// Stdout and Stderr are the output's last KiB.
+	Stdout   string           `json:"stdout,omitempty"`
+	Stderr   string           `json:"stderr,omitempty"`
+	Duration *metav1.Duration `json:"duration,omitempty"`
+	Error    string           `json:"error,omitempty"`
 }
 
 // SkippedVolume is a volume the backup did not take, and why: nothing is skipped silently.
@@ -48,9 +141,11 @@ type BackupStatus struct {
 	VolumesFailed    int             `json:"volumesFailed,omitempty"`
 	SkippedVolumes   []SkippedVolume `json:"skippedVolumes,omitempty"`
 	// Resources counts the namespaced objects written to the storage location with the backup.
-	Resources           []ResourceCount    `json:"resources,omitempty"`
-	Errors              []string           `json:"errors,omitempty"`
-	Warnings            []string           `json:"warnings,omitempty"`
+	Resources []ResourceCount `json:"resources,omitempty"`
+	Errors    []string        `json:"errors,omitempty"`
+	Warnings  []string        `json:"warnings,omitempty"`
+	// Hooks are the outcomes of the exec hooks run in the backup's pods, in the order they started.
+	Hooks               []HookResult       `json:"hooks,omitempty"`
 	Expiration          *metav1.Time       `json:"expiration,omitempty"`
 	StartTimestamp      *metav1.Time       `json:"startTimestamp,omitempty"`
 	CompletionTimestamp *metav1.Time       `json:"completionTimestamp,omitempty"`

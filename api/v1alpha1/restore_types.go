@@ -12,6 +12,28 @@ type RestoreSpec struct {
 	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
 	// NamespaceMapping restores a backed-up namespace (key) into another (value).
 	NamespaceMapping map[string]string `json:"namespaceMapping,omitempty"`
+	// Hooks add init containers to restored pods, after restore-wait: they see the volumes' data restored.
+	Hooks RestoreHooks `json:"hooks,omitempty"`
+}
+
+// RestoreHooks are the hooks a restore adds to the pods it restores.
+type RestoreHooks struct {
+	InitContainers []RestoreInitHook `json:"initContainers,omitempty"`
+}
+
+// RestoreInitHook is an init container added to the restored pods it selects, after restore-wait, in order.
+type RestoreInitHook struct {
+	// Name is the init container's name.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// +kubebuilder:validation:MinLength=1
+	Image string `json:"image"`
+	// +kubebuilder:validation:MinItems=1
+	Command []string `json:"command"`
+	// Namespaces are the restored (target) namespaces whose pods get the hook; empty means all.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// LabelSelector restricts the hook to matching pods.
+	LabelSelector *metav1.LabelSelector `json:"labelSelector,omitempty"`
 }
 
 // SkippedResource is a backed-up object the restore did not create, and why (it already exists, say).

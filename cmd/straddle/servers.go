@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2/textlogger"
 	"k8s.io/utils/clock"
@@ -23,6 +24,7 @@ import (
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/controller"
+	"github.com/straddle-io/straddle/controller/hooks"
 	"github.com/straddle-io/straddle/controller/resources"
 	"github.com/straddle-io/straddle/deploy"
 	nodeagent "github.com/straddle-io/straddle/node-agent"
@@ -187,6 +189,10 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dynamic client: %w", err)
 	}
+	core, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
 	backups := &controller.BackupReconciler{
 		Client:                   mgr.GetClient(),
 		APIReader:                mgr.GetAPIReader(),
@@ -196,6 +202,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
 		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn},
+		Exec:                     &hooks.PodExec{Config: mgr.GetConfig(), REST: core.CoreV1().RESTClient()},
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
 		return err
