@@ -243,6 +243,10 @@ func (r *RestoreReconciler) preparePod(rs *v1.Restore, pod *unstructured.Unstruc
 	delete(ann, AnnotationRestoreVolumes)
 	pod.SetLabels(labels)
 	pod.SetAnnotations(ann)
+	// restore-wait, injected next, goes first: the hooks run after it, on the restored data.
+	if err := InjectInitHooks(pod, rs.Spec.Hooks.InitContainers); err != nil {
+		return nil, err
+	}
 	if len(volumes) == 0 {
 		return nil, nil
 	}

@@ -189,6 +189,9 @@ func (w *RestoreWaitWebhook) prepareReplacement(ctx context.Context, pod *unstru
 	if err := InjectRestoreWait(pod, c); err != nil {
 		return false, "", err
 	}
+	if err := InjectInitHooks(pod, rs.Spec.Hooks.InitContainers); err != nil {
+		return false, "", err
+	}
 	if err := labelRestoredPod(pod, rs, RestoredVolumes{RestoreUID: string(rs.UID), SourceNamespace: m.Pod.Namespace, Volumes: chosen}); err != nil {
 		return false, "", err
 	}
