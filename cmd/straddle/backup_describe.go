@@ -154,6 +154,8 @@ func describeBackup(v backupView, details bool, now time.Time) string {
 		_ = tw.Flush()
 	}
 
+	describeHooks(&buf, s.Hooks)
+
 	if len(s.Resources) > 0 {
 		total := 0
 		tw = newTable(&buf)

@@ -583,3 +583,18 @@ func TestDefaultVolumesFlag(t *testing.T) {
 		t.Error("--default-volumes-to-fs-backup=maybe accepted")
 	}
 }
+
+func TestDescribeBackupHooks(t *testing.T) {
+	one := 1
+	b := &v1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "b1"}, Status: v1.BackupStatus{Phase: v1.PhaseCompleted, Hooks: []v1.HookResult{
+		{Namespace: "app", Pod: "db", Phase: v1.HookPhasePre, Container: "main", Command: []string{"sh", "-c", "flush"}, State: v1.HookFailed,
+			ExitCode: &one, Duration: &metav1.Duration{Duration: 1500 * time.Millisecond}, Error: "exited with code 1", Stderr: "no database\n"},
+		{Namespace: "app", Pod: "db", Phase: v1.HookPhasePost, Container: "main", Command: []string{"thaw"}, State: v1.HookRunning},
+	}}}
+	out := describeBackup(backupView{backup: b}, false, testNow)
+	for _, want := range []string{"Hooks (2):", "app/db  pre 0", "sh -c flush", "Failed", "1.5s", "exited with code 1", "app/db pre 0 stderr:\n    no database", "post 0", "Running"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q:\n%s", want, out)
+		}
+	}
+}
