@@ -101,6 +101,7 @@ func startKubelet(t *testing.T, cfg *rest.Config, opts kubeletOptions) *kubelet 
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		t.Fatal("the kubelet simulator's pod cache did not sync")
 	}
+	k.startExec(t)
 	go k.run(ctx)
 	t.Cleanup(func() {
 		k.cancel()

@@ -33,6 +33,8 @@ type helperRun struct {
 	output   string
 	// listing is each restored volume's tree (by volume name) at the instant the helper exited 0.
 	listing map[string]map[string]string
+	// inits are the runs of the init containers after restore-wait whose image is localInitImage.
+	inits []initRun
 }
 
 func isRestored(pod *corev1.Pod) bool {
@@ -137,6 +139,9 @@ func (k *kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
 		case err != nil:
 			run.exitCode = -1
 			out.WriteString(err.Error())
+		}
+		if err == nil {
+			run.inits = k.runLocalInits(pod)
 		}
 		run.output = out.String()
 	}()
