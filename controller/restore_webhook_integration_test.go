@@ -111,7 +111,10 @@ func TestRestoreWebhookPreparesAStatefulSetsNewPod(t *testing.T) {
 	target := randomName("db-copy")
 	calls := startRestoreWebhook(t, e, restore)
 	re := startRestores(t, e.ctx, restConfig, e.ns, nil)
-	re.restore(restore, v1.RestoreSpec{BackupName: bk, NamespaceMapping: map[string]string{ns: target}})
+	// An init hook (issue 8) that the webhook adds after restore-wait too.
+	re.restore(restore, v1.RestoreSpec{BackupName: bk, NamespaceMapping: map[string]string{ns: target}, Hooks: v1.RestoreHooks{InitContainers: []v1.RestoreInitHook{
+		{Name: "check", Image: "busybox", Command: []string{"true"}, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}},
+	}}})
 	rs := re.waitResources(restore)
 	var nsObj corev1.Namespace
 	if err := e.cl.Get(e.ctx, client.ObjectKey{Name: target}, &nsObj); err != nil || nsObj.Labels[RestoringLabel] != restore {
@@ -122,6 +125,9 @@ func TestRestoreWebhookPreparesAStatefulSetsNewPod(t *testing.T) {
 		t.Fatal("the webhook was never called for the restored pod")
 	}
 	old := re.bind(target, "db-0", "node-a")
+	if ics := old.Spec.InitContainers; len(ics) != 2 || ics[0].Name != RestoreWaitContainer || ics[1].Name != "check" {
+		t.Fatalf("restored pod's init containers %+v, want restore-wait, then the init hook check", ics)
+	}
 	var oldPVR v1.PodVolumeRestore
 	waitFor(t, "the restored pod's PodVolumeRestore", func() bool {
 		got := re.pvrs(restore)
@@ -152,9 +158,9 @@ func TestRestoreWebhookPreparesAStatefulSetsNewPod(t *testing.T) {
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: restoredSts.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
 		Spec: *restoredSts.Spec.Template.Spec.DeepCopy()}
 	e.create(replacement)
-	if len(replacement.Spec.InitContainers) != 1 || replacement.Spec.InitContainers[0].Name != RestoreWaitContainer ||
+	if len(replacement.Spec.InitContainers) != 2 || replacement.Spec.InitContainers[0].Name != RestoreWaitContainer || replacement.Spec.InitContainers[1].Name != "check" ||
 		len(replacement.Spec.InitContainers[0].VolumeMounts) != 1 || replacement.Spec.InitContainers[0].VolumeMounts[0].Name != "data" {
-		t.Fatalf("new pod's init containers %+v, want restore-wait for volume data", replacement.Spec.InitContainers)
+		t.Fatalf("new pod's init containers %+v, want restore-wait for volume data, then the init hook check", replacement.Spec.InitContainers)
 	}
 	if args := replacement.Spec.InitContainers[0].Args; len(args) != 2 || args[1] != string(rs.UID) {
 		t.Errorf("restore-wait args %v", args)
