@@ -161,6 +161,39 @@ func TestBackupHooks(t *testing.T) {
 	})
 
 	testRestoreInitHook(t, c)
+	testHooksAcrossControllerRestart(t, c)
+}
+
+// testHooksAcrossControllerRestart kills the controller while a pre hook runs: the restarted controller does
+// not run that pre hook again (its outcome is unknown, so the volume fails under on-error Fail) and still runs
+// the post hook.
+func testHooksAcrossControllerRestart(t *testing.T, c *cluster) {
+	ctx := context.Background()
+	mustCreate(t, c.cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hooks-restart"}})
+	mustCreate(t, c.cl, testPod("hooks-restart", "slow", nodeA,
+		hookAnnotations(`["sh","-c","echo ran >> pre-count; sleep 4"]`, `["sh","-c","echo ran >> post-count"]`), emptyDirVolume("data")))
+	c.waitPodsRunning(t, "hooks-restart", 1)
+	c.createBackup(t, "restarted", v1.BackupSpec{IncludedNamespaces: []string{"hooks-restart"}})
+	c.waitFor(t, "the pre hook to run", time.Minute, func() (bool, error) {
+		var b v1.Backup
+		if err := c.cl.Get(ctx, client.ObjectKey{Namespace: installNamespace, Name: "restarted"}, &b); err != nil {
+			return false, err
+		}
+		return len(b.Status.Hooks) == 1 && b.Status.Hooks[0].State == v1.HookRunning, nil
+	})
+	c.controller.kill9(t)
+	c.controller.restart(t)
+	b := c.waitBackup(t, "restarted", 2*time.Minute)
+	dir := c.volumeDir(t, "hooks-restart", "slow", "data")
+	for name, want := range map[string]string{"pre-count": "ran\n", "post-count": "ran\n"} {
+		if data, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(data) != want {
+			t.Errorf("%s: %q (%v), want %q: each hook once", name, data, err, want)
+		}
+	}
+	pvb := c.volumeBackups(t, "restarted")["hooks-restart/slow/data"]
+	if b.Status.Phase != v1.PhaseFailed || pvb.Status.Phase != v1.VolumePhaseFailed || !strings.Contains(pvb.Status.Message, "controller restarted") {
+		t.Errorf("backup %s, volume %s: %s; hooks %+v", b.Status.Phase, pvb.Status.Phase, pvb.Status.Message, b.Status.Hooks)
+	}
 }
 
 // testRestoreInitHook restores the marker pod with an init hook that checks the restored marker: it runs
