@@ -23,7 +23,7 @@ type BackupSpec struct {
 	StorageLocation string `json:"storageLocation,omitempty"`
 	// Hooks run commands in the selected pods around their volumes' backup, as Velero's BackupSpec.Hooks.
 	// A pod with hook annotations runs those instead of any of these.
-	Hooks BackupHooks `json:"hooks,omitempty"`
+	Hooks BackupHooks `json:"hooks,omitempty,omitzero"`
 }
 
 // BackupHooks are the exec hooks a backup runs in its pods.

@@ -13,7 +13,7 @@ type RestoreSpec struct {
 	// NamespaceMapping restores a backed-up namespace (key) into another (value).
 	NamespaceMapping map[string]string `json:"namespaceMapping,omitempty"`
 	// Hooks add init containers to restored pods, after restore-wait: they see the volumes' data restored.
-	Hooks RestoreHooks `json:"hooks,omitempty"`
+	Hooks RestoreHooks `json:"hooks,omitempty,omitzero"`
 }
 
 // RestoreHooks are the hooks a restore adds to the pods it restores.
