@@ -262,6 +262,7 @@ func newImagesCmd() *cobra.Command {
 		},
 	}
 	o.renderFlags.register(cmd)
+	cmd.AddCommand(newImagesPushCmd())
 	return cmd
 }
 
