@@ -258,3 +258,28 @@ func dryRunApply(t *testing.T, cl client.Client, ns string, objs map[string]*uns
 		}
 	}
 }
+
+// TestChartRejectsBadValues: values.schema.json and the templates refuse what `straddle install` refuses.
+func TestChartRejectsBadValues(t *testing.T) {
+	helm := tool(t, "helm", "STRADDLE_HELM_BIN")
+	for _, c := range []struct {
+		values []string
+		want   string
+	}{
+		{[]string{"storage.provider=gcs"}, "storage/provider"},
+		{[]string{"nodeAgent.concurrency=0"}, "nodeAgent/concurrency"},
+		{[]string{"hostPodsDir=relative"}, "hostPodsDir"},
+		{[]string{"storage.provider=s3", "storage.url=http://s3:9000", "storage.repositoryPassword=pw"}, "storage.bucket"},
+		{[]string{"storage.provider=s3", "storage.bucket=b", "storage.url=http://s3:9000"}, "storage.repositoryPassword"},
+		{[]string{"storage.provider=filesystem", "storage.repositoryPassword=pw"}, "storage.path"},
+	} {
+		args := []string{"template", "straddle", filepath.Join(root, "deploy", "helm", "straddle")}
+		for _, v := range c.values {
+			args = append(args, "--set", v)
+		}
+		out, err := exec.Command(helm, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("helm template with %q: %v, want an error naming %s:\n%s", c.values, err, c.want, tail(string(out), 500))
+		}
+	}
+}
