@@ -216,10 +216,16 @@ func customizeWorkload(o *unstructured.Unstructured, opts Options) error {
 // locationVolume names the mount of a filesystem storage location in the controller and node-agent pods.
 const locationVolume = "backup-location"
 
-// setFlag sets --name=value in args, replacing an earlier value.
+// setFlag sets --name=value in args: in the place of an earlier value, so the manifests' flag order stays put
+// (the Helm chart renders the same args in the same order), or appended.
 func setFlag(args []string, name, value string) []string {
-	out := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == name || strings.HasPrefix(a, name+"=") })
-	return append(out, name+"="+value)
+	matches := func(a string) bool { return a == name || strings.HasPrefix(a, name+"=") }
+	i := slices.IndexFunc(args, matches)
+	if i < 0 {
+		return append(slices.Clone(args), name+"="+value)
+	}
+	out := append(slices.Clone(args[:i]), name+"="+value)
+	return append(out, slices.DeleteFunc(slices.Clone(args[i+1:]), matches)...)
 }
 
 // image picks the override or the default, then moves it to registry if one is given: the registry part of

@@ -145,3 +145,16 @@ func TestRenderMountsAFilesystemLocation(t *testing.T) {
 		t.Error("an install without a directory location mounts one")
 	}
 }
+
+// The Helm chart renders the manifests' flags in their order; a changed value must keep its place.
+func TestSetFlagKeepsThePlace(t *testing.T) {
+	for _, c := range []struct{ in, want []string }{
+		{[]string{"node-agent", "--namespace=straddle", "--concurrency=2", "--x"}, []string{"node-agent", "--namespace=ns", "--concurrency=2", "--x"}},
+		{[]string{"controller", "--x"}, []string{"controller", "--x", "--namespace=ns"}},
+		{[]string{"a", "--namespace", "--namespace=old", "--x"}, []string{"a", "--namespace=ns", "--x"}},
+	} {
+		if got := setFlag(c.in, "--namespace", "ns"); !slices.Equal(got, c.want) {
+			t.Errorf("setFlag(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

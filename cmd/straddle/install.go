@@ -262,11 +262,19 @@ func newImagesCmd() *cobra.Command {
 		},
 	}
 	o.renderFlags.register(cmd)
+	cmd.AddCommand(newImagesPushCmd())
 	return cmd
 }
 
 func (o *imagesOptions) run(out io.Writer) error {
-	objs, err := deploy.Render(o.Options)
+	return o.runWith(o.ImageRegistry, out)
+}
+
+// runWith prints the images with the given registry, as push computes its refs.
+func (o *imagesOptions) runWith(registry string, out io.Writer) error {
+	opts := o.Options
+	opts.ImageRegistry = registry
+	objs, err := deploy.Render(opts)
 	if err != nil {
 		return err
 	}
