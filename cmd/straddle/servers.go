@@ -187,11 +187,17 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dynamic client: %w", err)
 	}
+	cm, err := controller.NewMetrics(metrics.Registry)
+	if err != nil {
+		return err
+	}
+	events := cm.Recorder(mgr.GetEventRecorder("straddle-controller"))
 	backups := &controller.BackupReconciler{
 		Client:                   mgr.GetClient(),
 		APIReader:                mgr.GetAPIReader(),
 		Clock:                    clock.RealClock{},
-		Events:                   mgr.GetEventRecorder("straddle-controller"),
+		Events:                   events,
+		Metrics:                  cm,
 		Namespace:                o.namespace,
 		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
@@ -204,7 +210,8 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Clock:     clock.RealClock{},
-		Events:    mgr.GetEventRecorder("straddle-controller"),
+		Events:    events,
+		Metrics:   cm,
 		Namespace: o.namespace,
 	}
 	if err := schedules.SetupWithManager(mgr); err != nil {
@@ -214,7 +221,8 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Clock:         clock.RealClock{},
-		Events:        mgr.GetEventRecorder("straddle-controller"),
+		Events:        events,
+		Metrics:       cm,
 		Namespace:     o.namespace,
 		Priorities:    o.restorePriorities,
 		VolumeTimeout: o.restoreVolumeTimeout,
@@ -225,7 +233,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	maintenance := &controller.MaintenanceReconciler{
 		Client:     mgr.GetClient(),
 		Clock:      clock.RealClock{},
-		Events:     mgr.GetEventRecorder("straddle-controller"),
+		Events:     events,
 		Namespace:  o.namespace,
 		RetryDelay: o.maintenanceRetryDelay,
 		StaleAfter: o.maintenanceStaleAfter,
@@ -238,7 +246,8 @@ func (o *controllerOptions) run(ctx context.Context) error {
 			Client:    mgr.GetClient(),
 			APIReader: mgr.GetAPIReader(),
 			Clock:     clock.RealClock{},
-			Events:    mgr.GetEventRecorder("straddle-controller"),
+			Events:    events,
+			Metrics:   cm,
 			Namespace: o.namespace,
 			Period:    o.backupSyncPeriod,
 		}
@@ -312,10 +321,11 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	events := m.Recorder(mgr.GetEventRecorder("straddle-node-agent"))
 	pvbs := &nodeagent.PodVolumeBackupReconciler{
 		Client:      mgr.GetClient(),
 		APIReader:   mgr.GetAPIReader(),
-		Recorder:    mgr.GetEventRecorder("straddle-node-agent"),
+		Recorder:    events,
 		Clock:       clock.RealClock{},
 		NodeName:    o.nodeName,
 		Namespace:   o.namespace,
@@ -328,7 +338,7 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	pvrs := &nodeagent.PodVolumeRestoreReconciler{
 		Client:      mgr.GetClient(),
 		APIReader:   mgr.GetAPIReader(),
-		Recorder:    mgr.GetEventRecorder("straddle-node-agent"),
+		Recorder:    events,
 		Clock:       clock.RealClock{},
 		NodeName:    o.nodeName,
 		Namespace:   o.namespace,
@@ -347,7 +357,7 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	maintenance := &nodeagent.MaintenanceReconciler{
 		Client:            mgr.GetClient(),
 		APIReader:         mgr.GetAPIReader(),
-		Recorder:          mgr.GetEventRecorder("straddle-node-agent"),
+		Recorder:          events,
 		Clock:             clock.RealClock{},
 		NodeName:          o.nodeName,
 		Namespace:         o.namespace,
