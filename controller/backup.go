@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,26 +250,51 @@ func (r *BackupReconciler) announce(b *v1.Backup, pvb *v1.PodVolumeBackup) {
 	if pvb.Status.Phase == v1.VolumePhaseCompleted {
 		r.Events.Eventf(b, pvb, corev1.EventTypeNormal, "VolumeCompleted", "BackupVolume", "%s: snapshot %s, %d bytes read, %d added",
 			what, pvb.Status.SnapshotID, pvb.Status.Stats.BytesRead, pvb.Status.Stats.BytesAdded)
-		r.Events.Eventf(pod, b, corev1.EventTypeNormal, "VolumeBackedUp", "BackupVolume", "volume %s backed up by backup %s: snapshot %s",
+		r.Events.Eventf(pod, pvb, corev1.EventTypeNormal, "VolumeBackedUp", "BackupVolume", "volume %s backed up by backup %s: snapshot %s",
 			pvb.Spec.Volume, b.Name, pvb.Status.SnapshotID)
 		return
 	}
 	r.Events.Eventf(b, pvb, corev1.EventTypeWarning, "VolumeFailed", "BackupVolume", "%s %s: %s", what, pvb.Status.Phase, pvb.Status.Message)
-	r.Events.Eventf(pod, b, corev1.EventTypeWarning, "VolumeBackupFailed", "BackupVolume", "volume %s not backed up by backup %s: %s %s",
+	r.Events.Eventf(pod, pvb, corev1.EventTypeWarning, "VolumeBackupFailed", "BackupVolume", "volume %s not backed up by backup %s: %s %s",
 		pvb.Spec.Volume, b.Name, pvb.Status.Phase, pvb.Status.Message)
 }
 
 // announceSkips tells each pod, once the backup has ended, which of its volumes the backup skipped and why:
-// the pod's events are where its owner looks.
+// the pod's events are where its owner looks. One event per pod: the events API folds events of the same
+// object, reason and related object into one series that keeps only the first message.
 func (r *BackupReconciler) announceSkips(b *v1.Backup) {
+	type podKey struct{ namespace, name string }
+	var order []podKey
+	byPod := map[podKey][]v1.SkippedVolume{}
 	for _, s := range b.Status.SkippedVolumes {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Pod}}
-		what := "volumes"
-		if s.Volume != "" {
-			what = "volume " + s.Volume
+		k := podKey{s.Namespace, s.Pod}
+		if _, seen := byPod[k]; !seen {
+			order = append(order, k)
 		}
-		r.Events.Eventf(pod, b, corev1.EventTypeNormal, "VolumeSkipped", "BackupVolume", "%s skipped by backup %s: %s", what, b.Name, s.Reason)
+		byPod[k] = append(byPod[k], s)
 	}
+	for _, k := range order {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}}
+		r.Events.Eventf(pod, b, corev1.EventTypeNormal, "VolumeSkipped", "BackupVolume", "%s", skipNote(b.Name, byPod[k]))
+	}
+}
+
+// skipNote says which of one pod's volumes a backup skipped and why.
+func skipNote(backup string, skips []v1.SkippedVolume) string {
+	if len(skips) == 1 {
+		what := "volumes"
+		if skips[0].Volume != "" {
+			what = "volume " + skips[0].Volume
+		}
+		return fmt.Sprintf("%s skipped by backup %s: %s", what, backup, skips[0].Reason)
+	}
+	names := make([]string, 0, len(skips))
+	reasons := make([]string, 0, len(skips))
+	for _, s := range skips {
+		names = append(names, s.Volume)
+		reasons = append(reasons, s.Volume+": "+s.Reason)
+	}
+	return fmt.Sprintf("volumes %s skipped by backup %s: %s", strings.Join(names, ", "), backup, strings.Join(reasons, "; "))
 }
 
 // podRef is an object for an event on the pod ref names.

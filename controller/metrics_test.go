@@ -97,3 +97,18 @@ func TestMetricsCountEndedBackupsAndRestores(t *testing.T) {
 	none.scheduleRun("s", runCreated)
 	none.synced(syncCreated)
 }
+
+func TestSkipNoteNamesEveryVolumeOfThePod(t *testing.T) {
+	one := skipNote("b1", []v1.SkippedVolume{{Volume: "creds", Reason: "secret volume: x"}})
+	if one != "volume creds skipped by backup b1: secret volume: x" {
+		t.Errorf("one skip: %q", one)
+	}
+	two := skipNote("b1", []v1.SkippedVolume{{Volume: "creds", Reason: "secret volume: x"}, {Volume: "host", Reason: "hostPath volume: y"}})
+	if two != "volumes creds, host skipped by backup b1: creds: secret volume: x; host: hostPath volume: y" {
+		t.Errorf("two skips: %q", two)
+	}
+	pod := skipNote("b1", []v1.SkippedVolume{{Reason: "pod is Pending, not Running"}})
+	if pod != "volumes skipped by backup b1: pod is Pending, not Running" {
+		t.Errorf("pod-level skip: %q", pod)
+	}
+}

@@ -212,12 +212,12 @@ func (r *RestoreReconciler) announceVolume(rs *v1.Restore, pvr *v1.PodVolumeRest
 	if pvr.Status.Phase == v1.VolumePhaseCompleted {
 		r.Events.Eventf(rs, pvr, corev1.EventTypeNormal, "VolumeCompleted", "RestoreVolume", "%s: %d bytes, %d files restored from snapshot %s",
 			what, pvr.Status.Progress.BytesDone, pvr.Status.Progress.FilesDone, pvr.Spec.SnapshotID)
-		r.Events.Eventf(pod, rs, corev1.EventTypeNormal, "VolumeRestored", "RestoreVolume", "volume %s restored by restore %s from backup %s: %d bytes, %d files",
+		r.Events.Eventf(pod, pvr, corev1.EventTypeNormal, "VolumeRestored", "RestoreVolume", "volume %s restored by restore %s from backup %s: %d bytes, %d files",
 			pvr.Spec.Volume, rs.Name, rs.Spec.BackupName, pvr.Status.Progress.BytesDone, pvr.Status.Progress.FilesDone)
 		return
 	}
 	r.Events.Eventf(rs, pvr, corev1.EventTypeWarning, "VolumeFailed", "RestoreVolume", "%s %s: %s", what, pvr.Status.Phase, pvr.Status.Message)
-	r.Events.Eventf(pod, rs, corev1.EventTypeWarning, "VolumeRestoreFailed", "RestoreVolume", "volume %s not restored by restore %s: %s %s",
+	r.Events.Eventf(pod, pvr, corev1.EventTypeWarning, "VolumeRestoreFailed", "RestoreVolume", "volume %s not restored by restore %s: %s %s",
 		pvr.Spec.Volume, rs.Name, pvr.Status.Phase, pvr.Status.Message)
 }
 

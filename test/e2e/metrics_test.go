@@ -15,13 +15,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 )
 
 // After a backup, a node-agent's /metrics holds exactly the bytes and files its PodVolumeBackups report in
 // their status, and the controller's counts the ended backup; the pods get events for the volumes backed up
-// and skipped (issue 9).
+// and skipped (issue 9). After a restore into a mapped namespace, the same holds for the restore.
 func TestMetricsMatchTheBackupsStats(t *testing.T) {
 	const ns = "metered"
 	data := fixtures{
@@ -105,6 +106,64 @@ func TestMetricsMatchTheBackupsStats(t *testing.T) {
 			"VolumeSkipped: volume creds skipped by backup metered: secret volume",
 		} {
 			if !hasPrefix(seen, note) {
+				return false, fmt.Errorf("no event %q among %v", note, seen)
+			}
+		}
+		return true, nil
+	})
+	c.checkRestoreMetrics(t, ns)
+}
+
+// checkRestoreMetrics restores the backup "metered" of ns into ns-copy and compares the restore's metrics and
+// the restored pod's events with its PodVolumeRestores.
+func (c *cluster) checkRestoreMetrics(t *testing.T, ns string) {
+	t.Helper()
+	copyNS := ns + "-copy"
+	if res := c.cli(restoreTimeout, "restore", "create", "metered-copy", "--from-backup", "metered",
+		"--namespace-mappings", ns+":"+copyNS, "--wait"); res.err != nil {
+		t.Fatalf("restore create --wait: %s", res)
+	}
+	var list v1.PodVolumeRestoreList
+	if err := c.cl.List(context.Background(), &list, client.InNamespace(installNamespace), client.MatchingLabels{v1.RestoreLabel: "metered-copy"}); err != nil {
+		t.Fatal(err)
+	}
+	var bytesDone, filesDone int64
+	for _, pvr := range list.Items {
+		if pvr.Spec.Node != nodeA || pvr.Status.Phase != v1.VolumePhaseCompleted {
+			t.Fatalf("PodVolumeRestore %s on %s is %s: %s", pvr.Name, pvr.Spec.Node, pvr.Status.Phase, pvr.Status.Message)
+		}
+		bytesDone += pvr.Status.Progress.BytesDone
+		filesDone += pvr.Status.Progress.FilesDone
+	}
+	if len(list.Items) != 2 || bytesDone == 0 {
+		t.Fatalf("%d PodVolumeRestores, %d bytes", len(list.Items), bytesDone)
+	}
+	c.waitFor(t, "node-agent "+nodeA+"'s restore metrics", 30*time.Second, func() (bool, error) {
+		return matches(c.agents[nodeA].metricsURL(), map[string]float64{
+			"straddle_node_agent_restore_bytes_total":                       float64(bytesDone),
+			"straddle_node_agent_restore_files_total":                       float64(filesDone),
+			`straddle_node_agent_volume_restores_total{result="completed"}`: 2,
+		})
+	})
+	c.waitFor(t, "the controller's restore metrics", 30*time.Second, func() (bool, error) {
+		return matches(c.controller.metricsURL(), map[string]float64{
+			`straddle_controller_restores_total{phase="Completed"}`:         1,
+			`straddle_controller_restore_volumes_total{result="completed"}`: 2,
+		})
+	})
+	c.waitFor(t, "the restored pod's events", 30*time.Second, func() (bool, error) {
+		list, err := c.cs.EventsV1().Events(copyNS).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		seen := map[string]bool{}
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "Pod" && e.Regarding.Name == "db" {
+				seen[e.Reason+": "+e.Note] = true
+			}
+		}
+		for _, v := range []string{"data", "logs"} {
+			if note := "VolumeRestored: volume " + v + " restored by restore metered-copy from backup metered"; !hasPrefix(seen, note) {
 				return false, fmt.Errorf("no event %q among %v", note, seen)
 			}
 		}
