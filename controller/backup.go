@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -48,6 +50,8 @@ type BackupReconciler struct {
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Events    events.EventRecorder
+	// Metrics counts what ends (nil: nothing is counted).
+	Metrics *Metrics
 	// Namespace is the install namespace: its Backups are served, and their PodVolumeBackups, storage
 	// locations and BackupRepositories live there.
 	Namespace string
@@ -255,12 +259,60 @@ func (r *BackupReconciler) announce(b *v1.Backup, pvb *v1.PodVolumeBackup) {
 		return
 	}
 	what := fmt.Sprintf("volume %s of pod %s/%s on node %s", pvb.Spec.Volume, pvb.Spec.Pod.Namespace, pvb.Spec.Pod.Name, pvb.Spec.Node)
+	pod := podRef(pvb.Spec.Pod)
 	if pvb.Status.Phase == v1.VolumePhaseCompleted {
 		r.Events.Eventf(b, pvb, corev1.EventTypeNormal, "VolumeCompleted", "BackupVolume", "%s: snapshot %s, %d bytes read, %d added",
 			what, pvb.Status.SnapshotID, pvb.Status.Stats.BytesRead, pvb.Status.Stats.BytesAdded)
+		r.Events.Eventf(pod, pvb, corev1.EventTypeNormal, "VolumeBackedUp", "BackupVolume", "volume %s backed up by backup %s: snapshot %s",
+			pvb.Spec.Volume, b.Name, pvb.Status.SnapshotID)
 		return
 	}
 	r.Events.Eventf(b, pvb, corev1.EventTypeWarning, "VolumeFailed", "BackupVolume", "%s %s: %s", what, pvb.Status.Phase, pvb.Status.Message)
+	r.Events.Eventf(pod, pvb, corev1.EventTypeWarning, "VolumeBackupFailed", "BackupVolume", "volume %s not backed up by backup %s: %s %s",
+		pvb.Spec.Volume, b.Name, pvb.Status.Phase, pvb.Status.Message)
+}
+
+// announceSkips tells each pod, once the backup has ended, which of its volumes the backup skipped and why:
+// the pod's events are where its owner looks. One event per pod: the events API folds events of the same
+// object, reason and related object into one series that keeps only the first message.
+func (r *BackupReconciler) announceSkips(b *v1.Backup) {
+	type podKey struct{ namespace, name string }
+	var order []podKey
+	byPod := map[podKey][]v1.SkippedVolume{}
+	for _, s := range b.Status.SkippedVolumes {
+		k := podKey{s.Namespace, s.Pod}
+		if _, seen := byPod[k]; !seen {
+			order = append(order, k)
+		}
+		byPod[k] = append(byPod[k], s)
+	}
+	for _, k := range order {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}}
+		r.Events.Eventf(pod, b, corev1.EventTypeNormal, "VolumeSkipped", "BackupVolume", "%s", skipNote(b.Name, byPod[k]))
+	}
+}
+
+// skipNote says which of one pod's volumes a backup skipped and why.
+func skipNote(backup string, skips []v1.SkippedVolume) string {
+	if len(skips) == 1 {
+		what := "volumes"
+		if skips[0].Volume != "" {
+			what = "volume " + skips[0].Volume
+		}
+		return fmt.Sprintf("%s skipped by backup %s: %s", what, backup, skips[0].Reason)
+	}
+	names := make([]string, 0, len(skips))
+	reasons := make([]string, 0, len(skips))
+	for _, s := range skips {
+		names = append(names, s.Volume)
+		reasons = append(reasons, s.Volume+": "+s.Reason)
+	}
+	return fmt.Sprintf("volumes %s skipped by backup %s: %s", strings.Join(names, ", "), backup, strings.Join(reasons, "; "))
+}
+
+// podRef is an object for an event on the pod ref names.
+func podRef(ref v1.PodReference) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name, UID: types.UID(ref.UID)}}
 }
 
 // podVolumeBackups lists the backup's PodVolumeBackups, only those it controls: a Backup deleted and created
@@ -331,6 +383,7 @@ func (r *BackupReconciler) fail(ctx context.Context, b *v1.Backup, reason string
 	if err := r.Client.Status().Update(ctx, b); err != nil {
 		return r.requeueOnConflict(err, "record failure of backup %s", b.Name)
 	}
+	r.Metrics.backupEnded(b)
 	r.Events.Eventf(b, nil, corev1.EventTypeWarning, "Failed", "Backup", "backup failed: %s", reason)
 	return r.untilExpiry(b), nil
 }

@@ -62,6 +62,8 @@ func (r *BackupReconciler) finish(ctx context.Context, b *v1.Backup, loc *v1.Bac
 	}
 	r.Events.Eventf(b, nil, eventType, string(phase), "Backup", "backup %s: %d of %d volumes completed, %d failed; %d kinds of resources stored",
 		phase, b.Status.VolumesCompleted, b.Status.VolumesTotal, b.Status.VolumesFailed, len(b.Status.Resources))
+	r.announceSkips(b)
+	r.Metrics.backupEnded(b)
 	for i := range pvbs {
 		r.reported.Delete(pvbs[i].UID)
 	}

@@ -38,6 +38,8 @@ type BackupSyncer struct {
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Events    events.EventRecorder
+	// Metrics counts what ends (nil: nothing is counted).
+	Metrics *Metrics
 	// Namespace is the install namespace: its storage locations are synced into its Backups.
 	Namespace string
 	// Period is the time between syncs (DefaultBackupSyncPeriod if zero).
@@ -150,6 +152,7 @@ func (s *BackupSyncer) remove(ctx context.Context, loc *v1.BackupStorageLocation
 		// Gone already, or replaced by a new Backup of the same name: nothing of ours to remove.
 		return client.IgnoreNotFound(ignoreConflict(err))
 	}
+	s.Metrics.synced(syncRemoved)
 	s.Events.Eventf(b, nil, corev1.EventTypeNormal, "RemovedFromStorage", "Sync",
 		"backup %s is no longer in storage location %s (deleted by another cluster or by hand): removing it", b.Name, loc.Name)
 	ctrl.LoggerFrom(ctx).Info("removed a backup gone from storage", "backup", b.Name, "location", loc.Name)

@@ -101,6 +101,7 @@ func (s *BackupSyncer) create(ctx context.Context, loc *v1.BackupStorageLocation
 		// A conflict or a failure leaves the Backup without a phase: the next sync resumes it.
 		return client.IgnoreNotFound(ignoreConflict(err))
 	}
+	s.Metrics.synced(syncCreated)
 	s.Events.Eventf(b, nil, corev1.EventTypeNormal, "Synced", "Sync", "backup %s found in storage location %s: created with %d volumes, phase %s",
 		name, loc.Name, len(src.PodVolumeBackups), b.Status.Phase)
 	ctrl.LoggerFrom(ctx).Info("created a backup found in storage", "backup", name, "location", loc.Name, "volumes", len(src.PodVolumeBackups))

@@ -44,6 +44,8 @@ type RestoreReconciler struct {
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Events    events.EventRecorder
+	// Metrics counts what ends (nil: nothing is counted).
+	Metrics *Metrics
 	// Namespace is the install namespace: its Restores are served; storage locations, the restore helper's
 	// ConfigMap and the PodVolumeRestores live there.
 	Namespace string
@@ -134,10 +136,13 @@ func (r *RestoreReconciler) startRestore(ctx context.Context, rs *v1.Restore) (c
 // failRestore ends the restore as Failed for a reason no retry fixes.
 func (r *RestoreReconciler) failRestore(ctx context.Context, rs *v1.Restore, reason string) (ctrl.Result, error) {
 	now := metav1.NewTime(r.Clock.Now())
+	ended := false
 	err := r.updateStatus(ctx, rs, func(s *v1.RestoreStatus) bool {
 		if s.Phase != "" && s.Phase != v1.PhaseNew && s.Phase != v1.PhaseInProgress {
+			ended = false
 			return false
 		}
+		ended = true
 		s.Phase = v1.PhaseFailed
 		s.Errors = append(s.Errors, reason)
 		s.CompletionTimestamp = &now
@@ -150,6 +155,9 @@ func (r *RestoreReconciler) failRestore(ctx context.Context, rs *v1.Restore, rea
 		return ctrl.Result{}, err
 	}
 	r.Events.Eventf(rs, nil, corev1.EventTypeWarning, "Failed", "Restore", "restore failed: %s", reason)
+	if ended {
+		r.Metrics.restoreEnded(rs)
+	}
 	return ctrl.Result{}, r.releaseNamespaces(ctx, rs.Name)
 }
 

@@ -196,6 +196,7 @@ func (r *RestoreReconciler) finishRestore(ctx context.Context, rs *v1.Restore, p
 	}
 	r.Events.Eventf(rs, nil, eventType, string(status.Phase), "Restore", "restore %s: %d of %d volumes completed, %d failed; %d errors",
 		status.Phase, status.VolumesCompleted, status.VolumesTotal, status.VolumesFailed, len(status.Errors))
+	r.Metrics.restoreEnded(rs)
 	for _, pvr := range pvrs {
 		r.reported.Delete(pvr.UID)
 	}
@@ -207,12 +208,17 @@ func (r *RestoreReconciler) announceVolume(rs *v1.Restore, pvr *v1.PodVolumeRest
 		return
 	}
 	what := fmt.Sprintf("volume %s of pod %s/%s on node %s", pvr.Spec.Volume, pvr.Spec.Pod.Namespace, pvr.Spec.Pod.Name, pvr.Spec.Node)
+	pod := podRef(pvr.Spec.Pod)
 	if pvr.Status.Phase == v1.VolumePhaseCompleted {
 		r.Events.Eventf(rs, pvr, corev1.EventTypeNormal, "VolumeCompleted", "RestoreVolume", "%s: %d bytes, %d files restored from snapshot %s",
 			what, pvr.Status.Progress.BytesDone, pvr.Status.Progress.FilesDone, pvr.Spec.SnapshotID)
+		r.Events.Eventf(pod, pvr, corev1.EventTypeNormal, "VolumeRestored", "RestoreVolume", "volume %s restored by restore %s from backup %s: %d bytes, %d files",
+			pvr.Spec.Volume, rs.Name, rs.Spec.BackupName, pvr.Status.Progress.BytesDone, pvr.Status.Progress.FilesDone)
 		return
 	}
 	r.Events.Eventf(rs, pvr, corev1.EventTypeWarning, "VolumeFailed", "RestoreVolume", "%s %s: %s", what, pvr.Status.Phase, pvr.Status.Message)
+	r.Events.Eventf(pod, pvr, corev1.EventTypeWarning, "VolumeRestoreFailed", "RestoreVolume", "volume %s not restored by restore %s: %s %s",
+		pvr.Spec.Volume, rs.Name, pvr.Status.Phase, pvr.Status.Message)
 }
 
 // createPodVolumeRestore creates the PodVolumeRestore of one volume of a pod that has its node (contract:

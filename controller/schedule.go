@@ -45,6 +45,8 @@ type ScheduleReconciler struct {
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Events    events.EventRecorder
+	// Metrics counts what ends (nil: nothing is counted).
+	Metrics *Metrics
 	// Namespace is the install namespace: its Schedules are served and their Backups created there.
 	Namespace string
 }
@@ -182,6 +184,7 @@ func (r *ScheduleReconciler) runTick(ctx context.Context, s *v1.Schedule, tick t
 		s.Status.SkippedRuns++
 		s.Status.LastSkippedTime = &at
 		return func() {
+			r.Metrics.scheduleRun(s.Name, runSkipped)
 			r.Events.Eventf(s, nil, corev1.EventTypeWarning, "Skipped", "Schedule", "skipped the run at %s: backup %s is still running",
 				tick.Format(time.RFC3339), running)
 		}, nil
@@ -203,6 +206,7 @@ func (r *ScheduleReconciler) runTick(ctx context.Context, s *v1.Schedule, tick t
 		return nil, fmt.Errorf("create backup %s of schedule %s: %w", name, s.Name, err)
 	}
 	// Only one Create of the name succeeds, so this is announced once even if recording it fails.
+	r.Metrics.scheduleRun(s.Name, runCreated)
 	r.Events.Eventf(s, b, corev1.EventTypeNormal, "Created", "Schedule", "created backup %s for the run at %s", name, tick.Format(time.RFC3339))
 	return nil, nil
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/servermetrics"
 )
 
 // MaintenanceMetrics are the node-agent's Prometheus metrics of repository maintenance.
@@ -36,16 +37,16 @@ func NewMaintenanceMetrics(reg prometheus.Registerer) (*MaintenanceMetrics, erro
 			Help: "Problems repository checks found (damaged or missing data)."}),
 	}
 	var err error
-	if m.runs, err = register(reg, m.runs); err != nil {
+	if m.runs, err = servermetrics.Register(reg, m.runs); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.duration, err = servermetrics.Register(reg, m.duration); err != nil {
 		return nil, err
 	}
-	if m.bytesFreed, err = register(reg, m.bytesFreed); err != nil {
+	if m.bytesFreed, err = servermetrics.Register(reg, m.bytesFreed); err != nil {
 		return nil, err
 	}
-	if m.checkErrors, err = register(reg, m.checkErrors); err != nil {
+	if m.checkErrors, err = servermetrics.Register(reg, m.checkErrors); err != nil {
 		return nil, err
 	}
 	// Every series exists from the start, so an alert on a rate sees 0 rather than nothing.

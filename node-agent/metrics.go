@@ -2,10 +2,12 @@ package nodeagent
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/events"
+
+	"github.com/straddle-io/straddle/servermetrics"
 )
 
 // Metrics are the node-agent's Prometheus metrics of volume backups and restores (DESIGN §7).
@@ -14,6 +16,8 @@ type Metrics struct {
 	running    prometheus.Gauge
 	bytes      prometheus.Counter
 	bytesAdded prometheus.Counter
+	bytesRead  prometheus.Counter
+	stored     prometheus.Counter
 	files      prometheus.Counter
 	duration   prometheus.Histogram
 
@@ -22,6 +26,8 @@ type Metrics struct {
 	restoreBytes     prometheus.Counter
 	restoreFiles     prometheus.Counter
 	restoreDurations prometheus.Histogram
+
+	warnings *prometheus.CounterVec
 }
 
 // Results a finished backup is counted under.
@@ -43,6 +49,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Bytes of the files in completed volume backups."}),
 		bytesAdded: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_backup_bytes_added_total",
 			Help: "Bytes new to the repository (before compression) added by completed volume backups."}),
+		bytesRead: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_backup_bytes_read_total",
+			Help: "Bytes completed volume backups read from files (unchanged files are not read)."}),
+		stored: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_backup_bytes_stored_total",
+			Help: "Bytes completed volume backups wrote to the repository (compressed and encrypted)."}),
 		files: prometheus.NewCounter(prometheus.CounterOpts{Name: "straddle_node_agent_backup_files_total",
 			Help: "Files in completed volume backups."}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "straddle_node_agent_volume_backup_duration_seconds",
@@ -57,39 +67,50 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Files written by completed volume restores."}),
 		restoreDurations: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "straddle_node_agent_volume_restore_duration_seconds",
 			Help: "How long volume restores took, completed or not, from finding the volume's folder.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		warnings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "straddle_node_agent_warning_events_total",
+			Help: "Warning events the node-agent recorded (its errors), by kind of object and reason."}, servermetrics.Labels),
 	}
 	var err error
-	if m.backups, err = register(reg, m.backups); err != nil {
+	if m.bytesRead, err = servermetrics.Register(reg, m.bytesRead); err != nil {
 		return nil, err
 	}
-	if m.running, err = register(reg, m.running); err != nil {
+	if m.stored, err = servermetrics.Register(reg, m.stored); err != nil {
 		return nil, err
 	}
-	if m.bytes, err = register(reg, m.bytes); err != nil {
+	if m.warnings, err = servermetrics.Register(reg, m.warnings); err != nil {
 		return nil, err
 	}
-	if m.bytesAdded, err = register(reg, m.bytesAdded); err != nil {
+	if m.backups, err = servermetrics.Register(reg, m.backups); err != nil {
 		return nil, err
 	}
-	if m.files, err = register(reg, m.files); err != nil {
+	if m.running, err = servermetrics.Register(reg, m.running); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.bytes, err = servermetrics.Register(reg, m.bytes); err != nil {
 		return nil, err
 	}
-	if m.restores, err = register(reg, m.restores); err != nil {
+	if m.bytesAdded, err = servermetrics.Register(reg, m.bytesAdded); err != nil {
 		return nil, err
 	}
-	if m.restoresRunning, err = register(reg, m.restoresRunning); err != nil {
+	if m.files, err = servermetrics.Register(reg, m.files); err != nil {
 		return nil, err
 	}
-	if m.restoreBytes, err = register(reg, m.restoreBytes); err != nil {
+	if m.duration, err = servermetrics.Register(reg, m.duration); err != nil {
 		return nil, err
 	}
-	if m.restoreFiles, err = register(reg, m.restoreFiles); err != nil {
+	if m.restores, err = servermetrics.Register(reg, m.restores); err != nil {
 		return nil, err
 	}
-	if m.restoreDurations, err = register(reg, m.restoreDurations); err != nil {
+	if m.restoresRunning, err = servermetrics.Register(reg, m.restoresRunning); err != nil {
+		return nil, err
+	}
+	if m.restoreBytes, err = servermetrics.Register(reg, m.restoreBytes); err != nil {
+		return nil, err
+	}
+	if m.restoreFiles, err = servermetrics.Register(reg, m.restoreFiles); err != nil {
+		return nil, err
+	}
+	if m.restoreDurations, err = servermetrics.Register(reg, m.restoreDurations); err != nil {
 		return nil, err
 	}
 	// Every result is exported from the start, so a rate over a fresh agent is 0 rather than absent.
@@ -98,6 +119,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.restores.WithLabelValues(r)
 	}
 	return m, nil
+}
+
+// Recorder wraps next so the node-agent's Warning events are counted in
+// straddle_node_agent_warning_events_total.
+func (m *Metrics) Recorder(next events.EventRecorder) events.EventRecorder {
+	if m == nil {
+		return next
+	}
+	return &servermetrics.Recorder{Next: next, Warnings: m.warnings}
 }
 
 // started counts a backup as running; the returned func records its end.
@@ -120,6 +150,8 @@ func (m *Metrics) started() (done func(res *volumeResult, err error)) {
 			m.bytes.Add(float64(res.Progress.BytesDone))
 			m.files.Add(float64(res.Progress.FilesDone))
 			m.bytesAdded.Add(float64(res.Stats.BytesAdded))
+			m.bytesRead.Add(float64(res.Stats.BytesRead))
+			m.stored.Add(float64(res.Stats.BytesStored))
 		}
 	}
 }
@@ -145,20 +177,4 @@ func (m *Metrics) restoreStarted() (done func(res *restoreResult, err error)) {
 			m.restoreFiles.Add(float64(res.Progress.FilesDone))
 		}
 	}
-}
-
-// register registers c, or returns the collector already registered under its name: several agents in one
-// process (as in tests) share one registry and so share the metrics.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	if err != nil {
-		return c, fmt.Errorf("register node-agent metrics: %w", err)
-	}
-	return c, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -192,7 +193,9 @@ func TestMetricsCountOutcomes(t *testing.T) {
 	r.Metrics = m
 	reconcile(t, r)
 	done := m.started()
-	done(&volumeResult{Progress: v1.Progress{BytesDone: 100, FilesDone: 3}, Stats: v1.VolumeStats{BytesAdded: 40}}, nil)
+	done(&volumeResult{Progress: v1.Progress{BytesDone: 100, FilesDone: 3}, Stats: v1.VolumeStats{BytesRead: 90, BytesAdded: 40, BytesStored: 25}}, nil)
+	// The failed backup recorded a Warning event, counted by the wrapped recorder.
+	m.Recorder(nil).Eventf(newPVB(""), nil, corev1.EventTypeWarning, ReasonFailed, "Backup", "backup failed")
 
 	families, err := reg.Gather()
 	if err != nil {
@@ -216,14 +219,17 @@ func TestMetricsCountOutcomes(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]float64{
-		"straddle_node_agent_volume_backups_total/failed":    1,
-		"straddle_node_agent_volume_backups_total/completed": 1,
-		"straddle_node_agent_volume_backups_total/canceled":  0,
-		"straddle_node_agent_volume_backups_running":         0,
-		"straddle_node_agent_backup_bytes_total":             100,
-		"straddle_node_agent_backup_files_total":             3,
-		"straddle_node_agent_backup_bytes_added_total":       40,
-		"straddle_node_agent_volume_backup_duration_seconds": 2,
+		"straddle_node_agent_volume_backups_total/failed":                          1,
+		"straddle_node_agent_volume_backups_total/completed":                       1,
+		"straddle_node_agent_volume_backups_total/canceled":                        0,
+		"straddle_node_agent_volume_backups_running":                               0,
+		"straddle_node_agent_backup_bytes_total":                                   100,
+		"straddle_node_agent_backup_files_total":                                   3,
+		"straddle_node_agent_backup_bytes_added_total":                             40,
+		"straddle_node_agent_backup_bytes_read_total":                              90,
+		"straddle_node_agent_backup_bytes_stored_total":                            25,
+		"straddle_node_agent_warning_events_total/PodVolumeBackup/" + ReasonFailed: 1,
+		"straddle_node_agent_volume_backup_duration_seconds":                       2,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)

@@ -193,11 +193,17 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	cm, err := controller.NewMetrics(metrics.Registry)
+	if err != nil {
+		return err
+	}
+	events := cm.Recorder(mgr.GetEventRecorder("straddle-controller"))
 	backups := &controller.BackupReconciler{
 		Client:                   mgr.GetClient(),
 		APIReader:                mgr.GetAPIReader(),
 		Clock:                    clock.RealClock{},
-		Events:                   mgr.GetEventRecorder("straddle-controller"),
+		Events:                   events,
+		Metrics:                  cm,
 		Namespace:                o.namespace,
 		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
@@ -211,7 +217,8 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Clock:     clock.RealClock{},
-		Events:    mgr.GetEventRecorder("straddle-controller"),
+		Events:    events,
+		Metrics:   cm,
 		Namespace: o.namespace,
 	}
 	if err := schedules.SetupWithManager(mgr); err != nil {
@@ -221,7 +228,8 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Clock:         clock.RealClock{},
-		Events:        mgr.GetEventRecorder("straddle-controller"),
+		Events:        events,
+		Metrics:       cm,
 		Namespace:     o.namespace,
 		Priorities:    o.restorePriorities,
 		VolumeTimeout: o.restoreVolumeTimeout,
@@ -232,7 +240,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	maintenance := &controller.MaintenanceReconciler{
 		Client:     mgr.GetClient(),
 		Clock:      clock.RealClock{},
-		Events:     mgr.GetEventRecorder("straddle-controller"),
+		Events:     events,
 		Namespace:  o.namespace,
 		RetryDelay: o.maintenanceRetryDelay,
 		StaleAfter: o.maintenanceStaleAfter,
@@ -245,7 +253,8 @@ func (o *controllerOptions) run(ctx context.Context) error {
 			Client:    mgr.GetClient(),
 			APIReader: mgr.GetAPIReader(),
 			Clock:     clock.RealClock{},
-			Events:    mgr.GetEventRecorder("straddle-controller"),
+			Events:    events,
+			Metrics:   cm,
 			Namespace: o.namespace,
 			Period:    o.backupSyncPeriod,
 		}
@@ -319,10 +328,11 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	events := m.Recorder(mgr.GetEventRecorder("straddle-node-agent"))
 	pvbs := &nodeagent.PodVolumeBackupReconciler{
 		Client:      mgr.GetClient(),
 		APIReader:   mgr.GetAPIReader(),
-		Recorder:    mgr.GetEventRecorder("straddle-node-agent"),
+		Recorder:    events,
 		Clock:       clock.RealClock{},
 		NodeName:    o.nodeName,
 		Namespace:   o.namespace,
@@ -335,7 +345,7 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	pvrs := &nodeagent.PodVolumeRestoreReconciler{
 		Client:      mgr.GetClient(),
 		APIReader:   mgr.GetAPIReader(),
-		Recorder:    mgr.GetEventRecorder("straddle-node-agent"),
+		Recorder:    events,
 		Clock:       clock.RealClock{},
 		NodeName:    o.nodeName,
 		Namespace:   o.namespace,
@@ -354,7 +364,7 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	maintenance := &nodeagent.MaintenanceReconciler{
 		Client:            mgr.GetClient(),
 		APIReader:         mgr.GetAPIReader(),
-		Recorder:          mgr.GetEventRecorder("straddle-node-agent"),
+		Recorder:          events,
 		Clock:             clock.RealClock{},
 		NodeName:          o.nodeName,
 		Namespace:         o.namespace,

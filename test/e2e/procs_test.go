@@ -35,6 +35,9 @@ type server struct {
 	err    error // set when done is closed
 	killed bool  // the test killed this run on purpose
 	starts int
+
+	// metrics is the address of the current run's /metrics (under mu too).
+	metrics string
 }
 
 // startServer runs straddle args as name, logging to logPath, and waits until it is ready.
@@ -54,11 +57,11 @@ func (s *server) start(t testing.TB) {
 	if err != nil {
 		t.Fatalf("open the log of %s: %v", s.name, err)
 	}
-	probe := freeAddr(t)
+	probe, metrics := freeAddr(t), freeAddr(t)
 	s.mu.Lock()
 	s.starts++
 	fmt.Fprintf(log, "=== e2e: start %d of %s at %s: straddle %s\n", s.starts, s.name, time.Now().Format(time.RFC3339Nano), strings.Join(s.args, " "))
-	cmd := exec.Command(straddleBin, append(append([]string{}, s.args...), "--health-probe-bind-address", probe, "--metrics-bind-address", "0")...)
+	cmd := exec.Command(straddleBin, append(append([]string{}, s.args...), "--health-probe-bind-address", probe, "--metrics-bind-address", metrics)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	// A test binary killed by its timeout runs no cleanup; its servers must not outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -68,7 +71,7 @@ func (s *server) start(t testing.TB) {
 		t.Fatalf("start %s: %v", s.name, err)
 	}
 	done := make(chan struct{})
-	s.cmd, s.probe, s.done, s.err, s.killed = cmd, probe, done, nil, false
+	s.cmd, s.probe, s.metrics, s.done, s.err, s.killed = cmd, probe, metrics, done, nil, false
 	s.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
@@ -268,4 +271,11 @@ func runStraddle(timeout time.Duration, env []string, args ...string) cliResult 
 		err = fmt.Errorf("did not end within %v, killed: %w", timeout, err)
 	}
 	return cliResult{args: args, stdout: stdout.String(), stderr: stderr.String(), err: err}
+}
+
+// metricsURL is the address of the current run's Prometheus metrics.
+func (s *server) metricsURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return "http://" + s.metrics + "/metrics"
 }
