@@ -135,18 +135,9 @@ func (m *Metrics) started() (done func(res *volumeResult, err error)) {
 	if m == nil {
 		return func(*volumeResult, error) {}
 	}
-	m.running.Inc()
-	start := time.Now()
+	end := track(m.running, m.duration, m.backups)
 	return func(res *volumeResult, err error) {
-		m.running.Dec()
-		m.duration.Observe(time.Since(start).Seconds())
-		switch {
-		case errors.Is(err, errDeleted):
-			m.backups.WithLabelValues(resultCanceled).Inc()
-		case err != nil:
-			m.backups.WithLabelValues(resultFailed).Inc()
-		default:
-			m.backups.WithLabelValues(resultCompleted).Inc()
+		if end(err) {
 			m.bytes.Add(float64(res.Progress.BytesDone))
 			m.files.Add(float64(res.Progress.FilesDone))
 			m.bytesAdded.Add(float64(res.Stats.BytesAdded))
@@ -161,20 +152,33 @@ func (m *Metrics) restoreStarted() (done func(res *restoreResult, err error)) {
 	if m == nil {
 		return func(*restoreResult, error) {}
 	}
-	m.restoresRunning.Inc()
-	start := time.Now()
+	end := track(m.restoresRunning, m.restoreDurations, m.restores)
 	return func(res *restoreResult, err error) {
-		m.restoresRunning.Dec()
-		m.restoreDurations.Observe(time.Since(start).Seconds())
-		switch {
-		case errors.Is(err, errDeleted):
-			m.restores.WithLabelValues(resultCanceled).Inc()
-		case err != nil:
-			m.restores.WithLabelValues(resultFailed).Inc()
-		default:
-			m.restores.WithLabelValues(resultCompleted).Inc()
+		if end(err) {
 			m.restoreBytes.Add(float64(res.Progress.BytesDone))
 			m.restoreFiles.Add(float64(res.Progress.FilesDone))
 		}
+	}
+}
+
+// track counts one backup or restore as running; the returned func records its end: the duration, and the
+// outcome (canceled by deletion, failed, completed) in outcomes. It reports whether the work completed, so
+// the caller adds what only completed work counts.
+func track(running prometheus.Gauge, duration prometheus.Observer, outcomes *prometheus.CounterVec) (end func(err error) (completed bool)) {
+	running.Inc()
+	start := time.Now()
+	return func(err error) bool {
+		running.Dec()
+		duration.Observe(time.Since(start).Seconds())
+		switch {
+		case errors.Is(err, errDeleted):
+			outcomes.WithLabelValues(resultCanceled).Inc()
+		case err != nil:
+			outcomes.WithLabelValues(resultFailed).Inc()
+		default:
+			outcomes.WithLabelValues(resultCompleted).Inc()
+			return true
+		}
+		return false
 	}
 }
