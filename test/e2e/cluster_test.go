@@ -27,6 +27,7 @@ import (
 	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/storage/s3"
 	"github.com/straddle-io/straddle/repo/storage/s3/miniotest"
+	"github.com/straddle-io/straddle/test/kubeletsim"
 )
 
 // The simulated nodes, each with a node-agent of its own.
@@ -76,7 +77,7 @@ type cluster struct {
 	bucket     string
 	controller *server
 	agents     map[string]*server
-	kubelet    *kubelet
+	kubelet    *kubeletsim.Kubelet
 }
 
 // startCluster starts everything and returns once every process is ready and the default storage location
@@ -117,9 +118,9 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 		c.agents[node] = startServer(t, "node-agent "+node, filepath.Join(c.logDir, "node-agent-"+node+".log"),
 			append([]string{"node-agent", "--kubeconfig", c.kubeconfig, "--namespace", installNamespace, "--node-name", node, "--host-pods-dir", c.podsDir(node)}, opts.NodeAgentArgs...)...)
 	}
-	c.kubelet = startKubelet(t, cfg, kubeletOptions{
-		nodes: []string{nodeA, nodeB}, podsDir: c.podsDir, fill: opts.Fill, place: opts.Place,
-		logPath: filepath.Join(c.logDir, "kubelet-simulator.log"),
+	c.kubelet = startKubelet(t, cfg, kubeletsim.Options{
+		Nodes: []string{nodeA, nodeB}, PodsDir: c.podsDir, Fill: opts.Fill, Place: opts.Place,
+		LogPath: filepath.Join(c.logDir, "kubelet-simulator.log"),
 	})
 	// Registered last, so it runs first: the API server still answers while the test's failure is dumped.
 	t.Cleanup(func() {
@@ -379,7 +380,7 @@ func (c *cluster) dump() string {
 		fmt.Fprintf(&b, "Pod %s/%s (uid %s): node %q, phase %q\n", p.Namespace, p.Name, p.UID, p.Spec.NodeName, p.Status.Phase)
 	}
 	if c.kubelet != nil {
-		b.WriteString(c.kubelet.errors())
+		b.WriteString(c.kubelet.Errors())
 	}
 	return b.String()
 }

@@ -225,8 +225,8 @@ func testRestoreInitHook(t *testing.T, c *cluster) {
 	if !slices.Equal(names, []string{restoreWait, "check-marker"}) {
 		t.Errorf("restored pod's init containers %v, want restore-wait then check-marker", names)
 	}
-	run := c.kubelet.helper(string(pods[0].UID))
-	if run == nil || len(run.inits) != 1 || run.inits[0].name != "check-marker" || run.inits[0].exitCode != 0 || run.inits[0].output != "frozen\n" {
+	run := c.kubelet.Helper(string(pods[0].UID))
+	if run == nil || len(run.Inits) != 1 || run.Inits[0].Name != "check-marker" || run.Inits[0].ExitCode != 0 || run.Inits[0].Output != "frozen\n" {
 		t.Errorf("the init hook did not run after restore-wait on the restored data: %+v", run)
 	}
 }

@@ -327,7 +327,7 @@ func (c *cluster) checkRestored(t *testing.T, restore, ns, orig string) {
 		}
 		want := filepath.Join(orig, v.volume)
 		got := c.volumeDir(t, ns, v.pod, v.volume)
-		run := c.kubelet.helper(string(pods[i].UID))
+		run := c.kubelet.Helper(string(pods[i].UID))
 		wantList, err := listTree(want)
 		if err != nil {
 			t.Fatal(err)
@@ -335,11 +335,11 @@ func (c *cluster) checkRestored(t *testing.T, restore, ns, orig string) {
 		switch {
 		case run == nil:
 			t.Errorf("pod %s/%s: the simulator never ran restore-wait", ns, v.pod)
-		case run.exitCode != 0:
-			t.Errorf("pod %s/%s: restore-wait exited %d: %s", ns, v.pod, run.exitCode, run.output)
-		case !maps.Equal(run.listing[v.volume], wantList):
+		case run.ExitCode != 0:
+			t.Errorf("pod %s/%s: restore-wait exited %d: %s", ns, v.pod, run.ExitCode, run.Output)
+		case !maps.Equal(run.Listing[v.volume], wantList):
 			t.Errorf("pod %s/%s: when restore-wait exited, volume %s held %d entries, not the original's %d (or they differed): %s",
-				ns, v.pod, v.volume, len(run.listing[v.volume]), len(wantList), listingDiff(wantList, run.listing[v.volume]))
+				ns, v.pod, v.volume, len(run.Listing[v.volume]), len(wantList), listingDiff(wantList, run.Listing[v.volume]))
 		}
 		if err := compareTrees(want, got); err != nil {
 			t.Errorf("restored volume %s of %s/%s: %v", v.volume, ns, v.pod, err)

@@ -92,7 +92,7 @@ func TestRestoreWebhook(t *testing.T) {
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
-		if err != nil || c.kubelet.helper(string(old.UID)) == nil {
+		if err != nil || c.kubelet.Helper(string(old.UID)) == nil {
 			return false, err
 		}
 		var pvrs v1.PodVolumeRestoreList
@@ -184,7 +184,7 @@ func TestRestoreWebhook(t *testing.T) {
 	if completed != 1 {
 		t.Errorf("PodVolumeRestores %d, %d of the new pod Completed, want 1", len(pvrs.Items), completed)
 	}
-	run := c.kubelet.helper(string(replacement.UID))
+	run := c.kubelet.Helper(string(replacement.UID))
 	wantList, err := listTree(orig)
 	if err != nil {
 		t.Fatal(err)
@@ -192,11 +192,11 @@ func TestRestoreWebhook(t *testing.T) {
 	switch {
 	case run == nil:
 		t.Error("the simulator never ran the new pod's restore-wait")
-	case run.exitCode != 0:
-		t.Errorf("the new pod's restore-wait exited %d: %s", run.exitCode, run.output)
-	case !maps.Equal(run.listing["data"], wantList):
+	case run.ExitCode != 0:
+		t.Errorf("the new pod's restore-wait exited %d: %s", run.ExitCode, run.Output)
+	case !maps.Equal(run.Listing["data"], wantList):
 		t.Errorf("when the new pod's restore-wait exited, volume data held %d entries, not the original's %d (or they differed): %s",
-			len(run.listing["data"]), len(wantList), listingDiff(wantList, run.listing["data"]))
+			len(run.Listing["data"]), len(wantList), listingDiff(wantList, run.Listing["data"]))
 	}
 	got := c.volumeDir(t, shopNS, "db-0", "data")
 	if err := compareTrees(orig, got); err != nil {

@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package kubeletsim
 
 import (
 	"context"
@@ -11,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,18 +26,15 @@ const execMaxRun = 2 * time.Minute
 // on 127.0.0.1) and points the Node at it (status.addresses InternalIP 127.0.0.1, status.daemonEndpoints'
 // kubelet port), so the API server proxies pods/exec to it. With no --kubelet-certificate-authority the API
 // server does not verify the kubelet's certificate, so a self-signed one serves.
-func (k *kubelet) startExec(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	for _, node := range k.opts.nodes {
+func (k *Kubelet) startExec(ctx context.Context) error {
+	for _, node := range k.opts.Nodes {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/exec/{namespace}/{pod}/{container}", func(w http.ResponseWriter, req *http.Request) {
 			k.serveExec(ctx, w, req)
 		})
 		srv := httptest.NewUnstartedServer(mux)
 		srv.StartTLS()
-		t.Cleanup(srv.Close)
+		k.stops = append(k.stops, srv.Close)
 		port := srv.Listener.Addr().(*net.TCPAddr).Port
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			n, err := k.cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
@@ -53,12 +47,13 @@ func (k *kubelet) startExec(t *testing.T) {
 			return err
 		})
 		if err != nil {
-			t.Fatalf("point node %s at its kubelet exec endpoint: %v", node, err)
+			return fmt.Errorf("point node %s at its kubelet exec endpoint: %w", node, err)
 		}
 	}
+	return nil
 }
 
-func (k *kubelet) serveExec(ctx context.Context, w http.ResponseWriter, req *http.Request) {
+func (k *Kubelet) serveExec(ctx context.Context, w http.ResponseWriter, req *http.Request) {
 	namespace, pod, container := req.PathValue("namespace"), req.PathValue("pod"), req.PathValue("container")
 	opts, err := remotecommandserver.NewOptions(req)
 	if err != nil {
@@ -73,7 +68,7 @@ func (k *kubelet) serveExec(ctx context.Context, w http.ResponseWriter, req *htt
 
 // localExec runs an exec request's command as a local process in the pod's first data volume folder.
 type localExec struct {
-	k         *kubelet
+	k         *Kubelet
 	ctx       context.Context
 	namespace string
 }
@@ -109,7 +104,7 @@ func (e *localExec) ExecInContainer(_ context.Context, name string, _ string, co
 }
 
 // execDir is where a pod's exec commands run: its first data volume's folder (emptyDir or claim).
-func (k *kubelet) execDir(pod *corev1.Pod) (string, error) {
+func (k *Kubelet) execDir(pod *corev1.Pod) (string, error) {
 	for _, vol := range pod.Spec.Volumes {
 		if vol.EmptyDir == nil && vol.PersistentVolumeClaim == nil {
 			continue
@@ -118,30 +113,30 @@ func (k *kubelet) execDir(pod *corev1.Pod) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return volumePath(k.opts.podsDir(pod.Spec.NodeName), pod.UID, plugin, name), nil
+		return volumePath(k.opts.PodsDir(pod.Spec.NodeName), pod.UID, plugin, name), nil
 	}
 	return "", fmt.Errorf("pod %s/%s has no data volume to run in", pod.Namespace, pod.Name)
 }
 
-// localInitImage marks an init container the simulator runs, after restore-wait exited 0, as a local process
+// LocalInitImage marks an init container the simulator runs, after restore-wait exited 0, as a local process
 // in the pod's first data volume folder (restore init hooks); others are taken to succeed without running.
-const localInitImage = "e2e.local/run-on-node"
+const LocalInitImage = "e2e.local/run-on-node"
 
-// initRun is one run of a local init container.
-type initRun struct {
-	name     string
-	exitCode int
-	output   string
+// InitRun is one run of a local init container.
+type InitRun struct {
+	Name     string
+	ExitCode int
+	Output   string
 }
 
 // runLocalInits runs the pod's local init containers after restore-wait, in order, until one fails.
-func (k *kubelet) runLocalInits(pod *corev1.Pod) []initRun {
-	var runs []initRun
+func (k *Kubelet) runLocalInits(pod *corev1.Pod) []InitRun {
+	var runs []InitRun
 	for _, c := range pod.Spec.InitContainers[1:] {
-		if c.Image != localInitImage || len(c.Command) == 0 {
+		if c.Image != LocalInitImage || len(c.Command) == 0 {
 			continue
 		}
-		r := initRun{name: c.Name}
+		r := InitRun{Name: c.Name}
 		dir, err := k.execDir(pod)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), execMaxRun)
@@ -150,18 +145,18 @@ func (k *kubelet) runLocalInits(pod *corev1.Pod) []initRun {
 			var out []byte
 			out, err = cmd.CombinedOutput()
 			cancel()
-			r.output = string(out)
+			r.Output = string(out)
 		}
 		var exitErr *exec.ExitError
 		switch {
 		case errors.As(err, &exitErr):
-			r.exitCode = exitErr.ExitCode()
+			r.ExitCode = exitErr.ExitCode()
 		case err != nil:
-			r.exitCode, r.output = -1, r.output+err.Error()
+			r.ExitCode, r.Output = -1, r.Output+err.Error()
 		}
-		k.logf("pod %s/%s: init container %s exited %d: %s", pod.Namespace, pod.Name, c.Name, r.exitCode, r.output)
+		k.logf("pod %s/%s: init container %s exited %d: %s", pod.Namespace, pod.Name, c.Name, r.ExitCode, r.Output)
 		runs = append(runs, r)
-		if r.exitCode != 0 {
+		if r.ExitCode != 0 {
 			break
 		}
 	}

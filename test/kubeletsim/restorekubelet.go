@@ -1,6 +1,4 @@
-//go:build e2e
-
-package e2e
+package kubeletsim
 
 import (
 	"bytes"
@@ -20,31 +18,33 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// restoreWait is the init container a restore injects first into a restored pod with volumes.
-const restoreWait = "restore-wait"
+// RestoreWait is the init container a restore injects first into a restored pod with volumes.
+const RestoreWait = "restore-wait"
 
-// restoresMount is where the restore-wait container mounts each restored volume, by name.
-const restoresMount = "/restores/"
+// RestoresMount is where the restore-wait container mounts each restored volume, by name.
+const RestoresMount = "/restores/"
 
-// helperRun is one run of the real restore helper as a restored pod's restore-wait container.
-type helperRun struct {
-	done     chan struct{}
-	exitCode int
-	output   string
-	// listing is each restored volume's tree (by volume name) at the instant the helper exited 0.
-	listing map[string]map[string]string
-	// inits are the runs of the init containers after restore-wait whose image is localInitImage.
-	inits []initRun
+// HelperRun is one run of the real restore helper as a restored pod's restore-wait container.
+type HelperRun struct {
+	done chan struct{}
+	// ExitCode and Output are the helper's, once it ended.
+	ExitCode int
+	Output   string
+	// Listing is each restored volume's tree (by volume name) at the instant the helper exited 0.
+	Listing map[string]map[string]string
+	// Inits are the runs of the init containers after restore-wait whose image is LocalInitImage.
+	Inits []InitRun
 }
 
-func isRestored(pod *corev1.Pod) bool {
-	return len(pod.Spec.InitContainers) > 0 && pod.Spec.InitContainers[0].Name == restoreWait
+// IsRestored says whether a restore gave the pod its restore-wait init container.
+func IsRestored(pod *corev1.Pod) bool {
+	return len(pod.Spec.InitContainers) > 0 && pod.Spec.InitContainers[0].Name == RestoreWait
 }
 
 // syncRestored runs a restored pod as a kubelet would: empty volume folders, then the restore-wait init
 // container (the real helper binary, with its mounts as symlinks in a restores folder) while the pod stays
 // Pending, then Running when it exited 0; a failed helper leaves the pod Pending with its exit code.
-func (k *kubelet) syncRestored(ctx context.Context, pod *corev1.Pod) error {
+func (k *Kubelet) syncRestored(ctx context.Context, pod *corev1.Pod) error {
 	k.mu.Lock()
 	run := k.helpers[pod.UID]
 	k.mu.Unlock()
@@ -56,11 +56,11 @@ func (k *kubelet) syncRestored(ctx context.Context, pod *corev1.Pod) error {
 	default:
 		return nil
 	}
-	if run.exitCode != 0 {
+	if run.ExitCode != 0 {
 		if err := k.setInitFailed(ctx, pod, run); err != nil {
 			return err
 		}
-		k.logf("pod %s/%s: restore-wait exited %d: %s", pod.Namespace, pod.Name, run.exitCode, run.output)
+		k.logf("pod %s/%s: restore-wait exited %d: %s", pod.Namespace, pod.Name, run.ExitCode, run.Output)
 	} else {
 		if err := k.setRunning(ctx, pod); err != nil {
 			return err
@@ -73,7 +73,7 @@ func (k *kubelet) syncRestored(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-func (k *kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
+func (k *Kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
 	dirs := map[string]string{}
 	for _, vol := range pod.Spec.Volumes {
 		dir, err := k.makeVolumeFolder(ctx, pod, vol, false)
@@ -83,7 +83,7 @@ func (k *kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
 		dirs[vol.Name] = dir
 	}
 	init := pod.Spec.InitContainers[0]
-	restores := filepath.Join(k.opts.podsDir(pod.Spec.NodeName), string(pod.UID), "restore-wait")
+	restores := filepath.Join(k.opts.PodsDir(pod.Spec.NodeName), string(pod.UID), "restore-wait")
 	if err := os.RemoveAll(restores); err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func (k *kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
 	}
 	volumes := map[string]string{}
 	for _, m := range init.VolumeMounts {
-		name, ok := strings.CutPrefix(m.MountPath, restoresMount)
+		name, ok := strings.CutPrefix(m.MountPath, RestoresMount)
 		if !ok {
 			continue
 		}
@@ -109,47 +109,47 @@ func (k *kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
 	if err := k.setInitRunning(ctx, pod); err != nil {
 		return err
 	}
-	run := &helperRun{done: make(chan struct{})}
+	run := &HelperRun{done: make(chan struct{})}
 	k.mu.Lock()
 	k.helpers[pod.UID] = run
 	k.mu.Unlock()
-	k.logf("pod %s/%s: restore-wait runs %s %q", pod.Namespace, pod.Name, restoreHelperBin, args)
+	k.logf("pod %s/%s: restore-wait runs %s %q", pod.Namespace, pod.Name, k.opts.RestoreHelper, args)
 	go func() {
 		defer k.poke()
 		defer close(run.done)
 		var out bytes.Buffer
-		cmd := exec.Command(restoreHelperBin, args...)
+		cmd := exec.Command(k.opts.RestoreHelper, args...)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
 		// The listing is taken before anything else happens, so it shows what the app would find at start.
 		if err == nil {
-			run.listing = map[string]map[string]string{}
+			run.Listing = map[string]map[string]string{}
 			for name, dir := range volumes {
-				l, lerr := listTree(dir)
+				l, lerr := ListTree(dir)
 				if lerr != nil {
 					out.WriteString("e2e: list " + dir + ": " + lerr.Error())
 				}
-				run.listing[name] = l
+				run.Listing[name] = l
 			}
 		}
 		var exit *exec.ExitError
 		switch {
 		case errors.As(err, &exit):
-			run.exitCode = exit.ExitCode()
+			run.ExitCode = exit.ExitCode()
 		case err != nil:
-			run.exitCode = -1
+			run.ExitCode = -1
 			out.WriteString(err.Error())
 		}
 		if err == nil {
-			run.inits = k.runLocalInits(pod)
+			run.Inits = k.runLocalInits(pod)
 		}
-		run.output = out.String()
+		run.Output = out.String()
 	}()
 	return nil
 }
 
-// helper returns the restore-wait run of a pod, nil if none started.
-func (k *kubelet) helper(uid string) *helperRun {
+// Helper returns the restore-wait run of a pod, nil if none started.
+func (k *Kubelet) Helper(uid string) *HelperRun {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for u, r := range k.helpers {
@@ -161,7 +161,7 @@ func (k *kubelet) helper(uid string) *helperRun {
 }
 
 // setInitRunning reports the pod Pending with its first init container running.
-func (k *kubelet) setInitRunning(ctx context.Context, cached *corev1.Pod) error {
+func (k *Kubelet) setInitRunning(ctx context.Context, cached *corev1.Pod) error {
 	return k.updateStatus(ctx, cached, func(st *corev1.PodStatus, pod *corev1.Pod) {
 		now := metav1.Now()
 		st.Phase = corev1.PodPending
@@ -179,18 +179,18 @@ func (k *kubelet) setInitRunning(ctx context.Context, cached *corev1.Pod) error 
 }
 
 // setInitFailed reports the first init container terminated with the helper's exit code.
-func (k *kubelet) setInitFailed(ctx context.Context, cached *corev1.Pod, run *helperRun) error {
+func (k *Kubelet) setInitFailed(ctx context.Context, cached *corev1.Pod, run *HelperRun) error {
 	return k.updateStatus(ctx, cached, func(st *corev1.PodStatus, pod *corev1.Pod) {
 		now := metav1.Now()
 		st.Phase = corev1.PodPending
 		if len(st.InitContainerStatuses) > 0 {
 			st.InitContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				ExitCode: int32(run.exitCode), Reason: "Error", Message: run.output, FinishedAt: now}}
+				ExitCode: int32(run.ExitCode), Reason: "Error", Message: run.Output, FinishedAt: now}}
 		}
 	})
 }
 
-func (k *kubelet) updateStatus(ctx context.Context, cached *corev1.Pod, change func(*corev1.PodStatus, *corev1.Pod)) error {
+func (k *Kubelet) updateStatus(ctx context.Context, cached *corev1.Pod, change func(*corev1.PodStatus, *corev1.Pod)) error {
 	pod, err := k.cs.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read the pod: %w", err)
@@ -207,7 +207,7 @@ func (k *kubelet) updateStatus(ctx context.Context, cached *corev1.Pod, change f
 
 // provision gives a claim without a volume a new CSI PersistentVolume pvc-<claim UID> and binds them, as a
 // dynamic provisioner and the PV controller would.
-func (k *kubelet) provision(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (*corev1.PersistentVolumeClaim, error) {
+func (k *Kubelet) provision(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (*corev1.PersistentVolumeClaim, error) {
 	name := "pvc-" + string(pvc.UID)
 	pv := &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -232,8 +232,8 @@ func (k *kubelet) provision(ctx context.Context, pvc *corev1.PersistentVolumeCla
 	return updated, nil
 }
 
-// listTree maps every path below root to its type, mode, size and content hash, leaving out root itself.
-func listTree(root string) (map[string]string, error) {
+// ListTree maps every path below root to its type, mode, size and content hash, leaving out root itself.
+func ListTree(root string) (map[string]string, error) {
 	l := map[string]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

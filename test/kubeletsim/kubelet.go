@@ -1,6 +1,7 @@
-//go:build e2e
-
-package e2e
+// Package kubeletsim is the one fake part of a local Straddle cluster (the e2e tests' and `make demo`'s): it
+// does for pods what the scheduler, the kubelets, the PV controller and the namespace controller would on a
+// control plane that runs only kube-apiserver and etcd. Everything else is the real program.
+package kubeletsim
 
 import (
 	"context"
@@ -12,7 +13,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,9 +25,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// fillFunc writes the fixture of one data volume (emptyDir or PVC) of pod into dir, which exists and is
+// FillFunc writes the fixture of one data volume (emptyDir or PVC) of pod into dir, which exists and is
 // empty. It runs once per pod volume, on the simulator's goroutine, before the pod turns Running.
-type fillFunc func(pod *corev1.Pod, volume, dir string) error
+type FillFunc func(pod *corev1.Pod, volume, dir string) error
 
 // Plugin folders of the kubelet's pods directory (DESIGN §7): a volume lives at
 // <pods dir>/<pod UID>/volumes/<plugin dir>/<name>, and a CSI volume's files below <pv name>/mount.
@@ -41,24 +41,32 @@ const (
 	pluginDownwardAPI = "kubernetes.io~downward-api"
 )
 
-// hostnameLabel is the node label a pod's nodeSelector names to be placed on that node.
-const hostnameLabel = "kubernetes.io/hostname"
+// HostnameLabel is the node label a pod's nodeSelector names to be placed on that node.
+const HostnameLabel = "kubernetes.io/hostname"
 
-type kubeletOptions struct {
-	nodes   []string
-	podsDir func(node string) string
-	fill    fillFunc
-	place   func(pod *corev1.Pod) string
-	logPath string
+// Options shape the simulator.
+type Options struct {
+	// Nodes are the simulated nodes, which must exist as Node objects.
+	Nodes []string
+	// PodsDir is the kubelet pods directory of a node (its node-agent's --host-pods-dir).
+	PodsDir func(node string) string
+	// Fill writes a data volume's fixture; nil leaves data volumes empty.
+	Fill FillFunc
+	// Place picks the node of a pod that names none in its nodeSelector; nil places round-robin.
+	Place func(pod *corev1.Pod) string
+	// LogPath is the file the simulator logs what it does to.
+	LogPath string
+	// RestoreHelper is the straddle-restore-helper binary run as a restored pod's restore-wait container.
+	RestoreHelper string
 }
 
-// kubelet is the one fake part of the cluster: it does for pods what the scheduler, the kubelets and the PV
-// controller would. It binds a pod without a node (its nodeSelector's hostname, else opts.place, else
+// Kubelet is the one fake part of the cluster: it does for pods what the scheduler, the kubelets and the PV
+// controller would. It binds a pod without a node (its nodeSelector's hostname, else Options.Place, else
 // round-robin) through pods/binding; for a bound pod it makes every volume's folder in its node's pods
 // directory, marks a PVC Bound, fills data volumes with the test's fixture, and sets the pod Running. A pod
 // being deleted loses its folder and is removed, as a kubelet confirms a graceful delete.
-type kubelet struct {
-	opts kubeletOptions
+type Kubelet struct {
+	opts Options
 	cs   kubernetes.Interface
 	pods cache.Indexer
 
@@ -72,47 +80,62 @@ type kubelet struct {
 	started  int                  // pods set Running so far, for their IPs
 	prepared map[types.UID]string // pods whose folders exist and which were set Running, by node
 	failures map[string]string    // last error per pod, for a failed test's dump
-	helpers  map[types.UID]*helperRun
+	helpers  map[types.UID]*HelperRun
 	log      *os.File
+	stops    []func() // run by Stop, last first
 }
 
-// startKubelet runs the simulator until the test ends.
-func startKubelet(t *testing.T, cfg *rest.Config, opts kubeletOptions) *kubelet {
-	t.Helper()
+// Start runs the simulator until Stop.
+func Start(cfg *rest.Config, opts Options) (_ *Kubelet, err error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("kubelet simulator client: %w", err)
 	}
-	log, err := os.OpenFile(opts.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(opts.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("open the kubelet simulator's log: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	k := &kubelet{opts: opts, cs: cs, kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
-		prepared: map[types.UID]string{}, helpers: map[types.UID]*helperRun{}, chosen: map[types.UID]string{}, failures: map[string]string{}, log: log}
+	k := &Kubelet{opts: opts, cs: cs, kick: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
+		prepared: map[types.UID]string{}, helpers: map[types.UID]*HelperRun{}, chosen: map[types.UID]string{}, failures: map[string]string{}, log: log}
+	k.stops = append(k.stops, func() { log.Close() }, cancel)
+	defer func() {
+		if err != nil {
+			k.Stop()
+		}
+	}()
 	factory := informers.NewSharedInformerFactory(cs, 0)
+	k.stops = append(k.stops, factory.Shutdown)
 	inf := factory.Core().V1().Pods().Informer()
 	poke := func(any) { k.poke() }
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}); err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("watch pods: %w", err)
 	}
 	k.pods = inf.GetIndexer()
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		t.Fatal("the kubelet simulator's pod cache did not sync")
+		return nil, errors.New("the kubelet simulator's pod cache did not sync")
 	}
-	k.startExec(t)
+	if err := k.startExec(ctx); err != nil {
+		return nil, err
+	}
 	go k.run(ctx)
-	t.Cleanup(func() {
+	k.stops = append(k.stops, func() {
 		k.cancel()
 		<-k.done
-		factory.Shutdown()
-		log.Close()
 	})
-	return k
+	return k, nil
 }
 
-func (k *kubelet) poke() {
+// Stop ends the simulator: its loop, its exec endpoints and its pod watch. Pods and folders stay.
+func (k *Kubelet) Stop() {
+	for i := len(k.stops) - 1; i >= 0; i-- {
+		k.stops[i]()
+	}
+	k.stops = nil
+}
+
+func (k *Kubelet) poke() {
 	select {
 	case k.kick <- struct{}{}:
 	default:
@@ -121,7 +144,7 @@ func (k *kubelet) poke() {
 
 // run syncs every pod on each change and every half second, so a step that failed (a conflict, a PVC not
 // created yet) is retried without an event.
-func (k *kubelet) run(ctx context.Context) {
+func (k *Kubelet) run(ctx context.Context) {
 	defer close(k.done)
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -158,12 +181,12 @@ func (k *kubelet) run(ctx context.Context) {
 	}
 }
 
-func (k *kubelet) logf(format string, args ...any) {
+func (k *Kubelet) logf(format string, args ...any) {
 	fmt.Fprintf(k.log, "%s %s\n", time.Now().Format(time.RFC3339Nano), fmt.Sprintf(format, args...))
 }
 
-// errors describes the pods the simulator cannot get Running, for a failed test's dump.
-func (k *kubelet) errors() string {
+// Errors describes the pods the simulator cannot get Running, for a failed test's dump.
+func (k *Kubelet) Errors() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var b strings.Builder
@@ -173,7 +196,7 @@ func (k *kubelet) errors() string {
 	return b.String()
 }
 
-func (k *kubelet) sync(ctx context.Context, pod *corev1.Pod) error {
+func (k *Kubelet) sync(ctx context.Context, pod *corev1.Pod) error {
 	switch {
 	case pod.DeletionTimestamp != nil:
 		return k.remove(ctx, pod)
@@ -186,10 +209,10 @@ func (k *kubelet) sync(ctx context.Context, pod *corev1.Pod) error {
 	if done {
 		return nil
 	}
-	if !slices.Contains(k.opts.nodes, pod.Spec.NodeName) {
+	if !slices.Contains(k.opts.Nodes, pod.Spec.NodeName) {
 		return fmt.Errorf("bound to node %s, which has no simulated kubelet", pod.Spec.NodeName)
 	}
-	if isRestored(pod) {
+	if IsRestored(pod) {
 		return k.syncRestored(ctx, pod)
 	}
 	for _, vol := range pod.Spec.Volumes {
@@ -208,16 +231,16 @@ func (k *kubelet) sync(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // bind places the pod as the scheduler would, through the pods/binding subresource.
-func (k *kubelet) bind(ctx context.Context, pod *corev1.Pod) error {
-	node := pod.Spec.NodeSelector[hostnameLabel]
-	if node == "" && k.opts.place != nil {
-		node = k.opts.place(pod)
+func (k *Kubelet) bind(ctx context.Context, pod *corev1.Pod) error {
+	node := pod.Spec.NodeSelector[HostnameLabel]
+	if node == "" && k.opts.Place != nil {
+		node = k.opts.Place(pod)
 	}
 	if node == "" {
 		k.mu.Lock()
 		node = k.chosen[pod.UID]
 		if node == "" {
-			node = k.opts.nodes[k.next%len(k.opts.nodes)]
+			node = k.opts.Nodes[k.next%len(k.opts.Nodes)]
 			k.next++
 			k.chosen[pod.UID] = node
 		}
@@ -233,9 +256,9 @@ func (k *kubelet) bind(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // remove confirms a graceful delete: the pod's folder goes, then the object.
-func (k *kubelet) remove(ctx context.Context, pod *corev1.Pod) error {
-	if pod.Spec.NodeName != "" && slices.Contains(k.opts.nodes, pod.Spec.NodeName) {
-		if err := os.RemoveAll(filepath.Join(k.opts.podsDir(pod.Spec.NodeName), string(pod.UID))); err != nil {
+func (k *Kubelet) remove(ctx context.Context, pod *corev1.Pod) error {
+	if pod.Spec.NodeName != "" && slices.Contains(k.opts.Nodes, pod.Spec.NodeName) {
+		if err := os.RemoveAll(filepath.Join(k.opts.PodsDir(pod.Spec.NodeName), string(pod.UID))); err != nil {
 			return fmt.Errorf("remove the pod's folder: %w", err)
 		}
 	}
@@ -252,25 +275,25 @@ func (k *kubelet) remove(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // makeVolume makes the folder of one volume where the kubelet would mount it, and fills it.
-func (k *kubelet) makeVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Volume) error {
+func (k *Kubelet) makeVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Volume) error {
 	_, err := k.makeVolumeFolder(ctx, pod, vol, true)
 	return err
 }
 
 // makeVolumeFolder makes the folder of one volume and returns it ("" for a volume without one); with fill,
 // data volumes get the test's fixture.
-func (k *kubelet) makeVolumeFolder(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, fill bool) (string, error) {
+func (k *Kubelet) makeVolumeFolder(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, fill bool) (string, error) {
 	plugin, name, err := k.volumeLocation(ctx, pod, vol, true)
 	if err != nil || plugin == "" {
 		return "", err
 	}
-	dir := volumePath(k.opts.podsDir(pod.Spec.NodeName), pod.UID, plugin, name)
+	dir := volumePath(k.opts.PodsDir(pod.Spec.NodeName), pod.UID, plugin, name)
 	return dir, k.fillVolume(ctx, pod, vol, dir, fill)
 }
 
 // fillVolume writes a volume's content into its fresh folder: Secret and ConfigMap keys, and with fill the
 // fixture of a data volume. A restored pod's data volume starts empty: filling it is the node-agent's job.
-func (k *kubelet) fillVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, dir string, fill bool) error {
+func (k *Kubelet) fillVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, dir string, fill bool) error {
 	// Start from nothing, so a retry after a half-done fill writes exactly the fixture.
 	if err := os.RemoveAll(dir); err != nil {
 		return err
@@ -310,11 +333,11 @@ func (k *kubelet) fillVolume(ctx context.Context, pod *corev1.Pod, vol corev1.Vo
 	return nil
 }
 
-func (k *kubelet) fill(pod *corev1.Pod, volume, dir string) error {
-	if k.opts.fill == nil {
+func (k *Kubelet) fill(pod *corev1.Pod, volume, dir string) error {
+	if k.opts.Fill == nil {
 		return nil
 	}
-	if err := k.opts.fill(pod, volume, dir); err != nil {
+	if err := k.opts.Fill(pod, volume, dir); err != nil {
 		return fmt.Errorf("fill from the fixture: %w", err)
 	}
 	return nil
@@ -332,7 +355,7 @@ func writeKeys(dir string, data map[string][]byte) error {
 // volumeLocation says in which plugin folder, under which name, the kubelet mounts vol; an empty plugin
 // means the volume has no folder in the pods directory (hostPath). With bindClaim, a claim's status is set
 // Bound, as the PV controller would; the claim must name its volume (spec.volumeName).
-func (k *kubelet) volumeLocation(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, bindClaim bool) (plugin, name string, err error) {
+func (k *Kubelet) volumeLocation(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, bindClaim bool) (plugin, name string, err error) {
 	switch {
 	case vol.EmptyDir != nil:
 		return pluginEmptyDir, vol.Name, nil
@@ -352,7 +375,7 @@ func (k *kubelet) volumeLocation(ctx context.Context, pod *corev1.Pod, vol corev
 	return "", "", fmt.Errorf("the simulator does not mount this kind of volume")
 }
 
-func (k *kubelet) claimLocation(ctx context.Context, namespace, claim string, bind bool) (plugin, name string, err error) {
+func (k *Kubelet) claimLocation(ctx context.Context, namespace, claim string, bind bool) (plugin, name string, err error) {
 	pvc, err := k.cs.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, claim, metav1.GetOptions{})
 	if err != nil {
 		return "", "", fmt.Errorf("read claim %s: %w", claim, err)
@@ -384,7 +407,7 @@ func (k *kubelet) claimLocation(ctx context.Context, namespace, claim string, bi
 }
 
 // bindClaim marks the claim and its volume Bound.
-func (k *kubelet) bindClaim(ctx context.Context, pvc *corev1.PersistentVolumeClaim, pv *corev1.PersistentVolume) error {
+func (k *Kubelet) bindClaim(ctx context.Context, pvc *corev1.PersistentVolumeClaim, pv *corev1.PersistentVolume) error {
 	if pv.Status.Phase != corev1.VolumeBound {
 		pv = pv.DeepCopy()
 		pv.Status.Phase = corev1.VolumeBound
@@ -406,7 +429,7 @@ func (k *kubelet) bindClaim(ctx context.Context, pvc *corev1.PersistentVolumeCla
 }
 
 // setRunning writes the status a kubelet reports once every container runs and is ready.
-func (k *kubelet) setRunning(ctx context.Context, cached *corev1.Pod) error {
+func (k *Kubelet) setRunning(ctx context.Context, cached *corev1.Pod) error {
 	pod, err := k.cs.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read the pod: %w", err)
@@ -415,7 +438,7 @@ func (k *kubelet) setRunning(ctx context.Context, cached *corev1.Pod) error {
 		return errors.New("the pod was replaced")
 	}
 	now := metav1.Now()
-	nodeIndex := slices.Index(k.opts.nodes, pod.Spec.NodeName) + 1
+	nodeIndex := slices.Index(k.opts.Nodes, pod.Spec.NodeName) + 1
 	k.mu.Lock()
 	k.started++
 	ip := fmt.Sprintf("10.244.%d.%d", nodeIndex, k.started%250+2)
@@ -450,47 +473,20 @@ func (k *kubelet) setRunning(ctx context.Context, cached *corev1.Pod) error {
 	return nil
 }
 
+// VolumeDir is the folder on its node of the volume of a bound pod, as the pod's node-agent finds it.
+func (k *Kubelet) VolumeDir(ctx context.Context, pod *corev1.Pod, volume string) (string, error) {
+	i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == volume })
+	if i < 0 {
+		return "", fmt.Errorf("pod %s/%s has no volume %s", pod.Namespace, pod.Name, volume)
+	}
+	plugin, name, err := k.volumeLocation(ctx, pod, pod.Spec.Volumes[i], false)
+	if err != nil || plugin == "" {
+		return "", fmt.Errorf("pod %s/%s volume %s has no folder on its node: %v", pod.Namespace, pod.Name, volume, err)
+	}
+	return volumePath(k.opts.PodsDir(pod.Spec.NodeName), pod.UID, plugin, name), nil
+}
+
 // volumePath is where the kubelet of a node with pods directory podsDir mounts a volume of a pod.
 func volumePath(podsDir string, uid types.UID, plugin, name string) string {
 	return filepath.Join(podsDir, string(uid), "volumes", plugin, name)
-}
-
-// volumeDir is the folder on its node of volume of the pod namespace/name, which must be Running.
-func (c *cluster) volumeDir(t testing.TB, namespace, pod, volume string) string {
-	t.Helper()
-	ctx := context.Background()
-	p, err := c.cs.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("read pod %s/%s: %v", namespace, pod, err)
-	}
-	i := slices.IndexFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == volume })
-	if i < 0 {
-		t.Fatalf("pod %s/%s has no volume %s", namespace, pod, volume)
-	}
-	plugin, name, err := c.kubelet.volumeLocation(ctx, p, p.Spec.Volumes[i], false)
-	if err != nil || plugin == "" {
-		t.Fatalf("pod %s/%s volume %s has no folder on its node: %v", namespace, pod, volume, err)
-	}
-	return volumePath(c.podsDir(p.Spec.NodeName), p.UID, plugin, name)
-}
-
-// waitPodsRunning waits until every pod of namespace is Running.
-func (c *cluster) waitPodsRunning(t testing.TB, namespace string, want int) []corev1.Pod {
-	t.Helper()
-	var pods *corev1.PodList
-	c.waitFor(t, fmt.Sprintf("%d pods of namespace %s to run", want, namespace), 2*time.Minute, func() (bool, error) {
-		var err error
-		pods, err = c.cs.CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		running := 0
-		for _, p := range pods.Items {
-			if p.Status.Phase == corev1.PodRunning {
-				running++
-			}
-		}
-		return running == want && len(pods.Items) == want, fmt.Errorf("%d of %d Running; simulator: %s", running, len(pods.Items), c.kubelet.errors())
-	})
-	return pods.Items
 }
