@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/straddle-io/straddle/test/kubeletsim"
+	"github.com/straddle-io/straddle/test/trees"
 )
 
 // The simulator's names, under the short names the tests use.
@@ -26,6 +27,18 @@ const (
 )
 
 var listTree = kubeletsim.ListTree
+
+// The fixture writers and tree comparison of test/trees, under the tests' short names.
+const maxDiffs = trees.MaxDiffs
+
+var (
+	compareTrees       = trees.Compare
+	compareTreesExcept = trees.CompareExcept
+	treeEntries        = trees.Entries
+	writeRandomFile    = trees.WriteRandomFile
+	writeSmallFiles    = trees.WriteSmallFiles
+	writeMixed         = trees.WriteMixed
+)
 
 // startKubelet runs the simulator (test/kubeletsim) until the test ends, with the restore helper TestMain built.
 func startKubelet(t *testing.T, cfg *rest.Config, opts kubeletsim.Options) *kubeletsim.Kubelet {
@@ -73,4 +86,13 @@ func (c *cluster) waitPodsRunning(t testing.TB, namespace string, want int) []co
 		return running == want && len(pods.Items) == want, fmt.Errorf("%d of %d Running; simulator: %s", running, len(pods.Items), c.kubelet.Errors())
 	})
 	return pods.Items
+}
+
+// deleteNamespace deletes namespace ns as the namespace controller would (kubeletsim.DeleteNamespace),
+// failing the test at once when a server process died.
+func (c *cluster) deleteNamespace(t testing.TB, ns string) {
+	t.Helper()
+	if err := kubeletsim.DeleteNamespace(context.Background(), c.cfg, ns, c.serversDied); err != nil {
+		t.Fatal(err)
+	}
 }

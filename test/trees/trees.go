@@ -1,6 +1,6 @@
-//go:build e2e
-
-package e2e
+// Package trees writes deterministic folder fixtures and compares folder trees byte for byte: what the e2e
+// tests and `make demo` write into pod volumes and check a restore against.
+package trees
 
 import (
 	"bytes"
@@ -16,22 +16,22 @@ import (
 	"strings"
 )
 
-// maxDiffs bounds how many differences compareTrees lists before it stops looking.
-const maxDiffs = 20
+// MaxDiffs bounds how many differences Compare lists before it stops looking.
+const MaxDiffs = 20
 
-// compareTrees reports every difference between the trees at want and got: a path in one and not the
+// Compare reports every difference between the trees at want and got: a path in one and not the
 // other, a different type or permission bits (of the roots too), different file content byte for byte, or a
 // different symlink target. nil means the trees are the same.
-func compareTrees(want, got string) error { return compareTreesExcept(want, got, nil) }
+func Compare(want, got string) error { return CompareExcept(want, got, nil) }
 
-// compareTreesExcept is compareTrees leaving out, on both sides, the relative paths skip says true for (a
+// CompareExcept is Compare leaving out, on both sides, the relative paths skip says true for (a
 // nil skip leaves out nothing).
-func compareTreesExcept(want, got string, skip func(rel string) bool) error {
-	wantEntries, err := treeEntries(want)
+func CompareExcept(want, got string, skip func(rel string) bool) error {
+	wantEntries, err := Entries(want)
 	if err != nil {
 		return err
 	}
-	gotEntries, err := treeEntries(got)
+	gotEntries, err := Entries(got)
 	if err != nil {
 		return err
 	}
@@ -42,7 +42,7 @@ func compareTreesExcept(want, got string, skip func(rel string) bool) error {
 	var diffs []string
 	add := func(format string, args ...any) bool {
 		diffs = append(diffs, fmt.Sprintf(format, args...))
-		return len(diffs) < maxDiffs
+		return len(diffs) < MaxDiffs
 	}
 	names := make([]string, 0, len(wantEntries))
 	for name := range wantEntries {
@@ -63,7 +63,7 @@ func compareTreesExcept(want, got string, skip func(rel string) bool) error {
 		}
 	}
 	for name := range gotEntries {
-		if _, ok := wantEntries[name]; !ok && len(diffs) < maxDiffs {
+		if _, ok := wantEntries[name]; !ok && len(diffs) < MaxDiffs {
 			add("%s: not in the original", name)
 		}
 	}
@@ -74,8 +74,8 @@ func compareTreesExcept(want, got string, skip func(rel string) bool) error {
 	return fmt.Errorf("%s and %s differ:\n  %s", want, got, strings.Join(diffs, "\n  "))
 }
 
-// treeEntries maps every path below root (and root itself, as ".") to its mode, without following links.
-func treeEntries(root string) (map[string]fs.FileMode, error) {
+// Entries maps every path below root (and root itself, as ".") to its mode, without following links.
+func Entries(root string) (map[string]fs.FileMode, error) {
 	entries := map[string]fs.FileMode{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -163,8 +163,8 @@ func sameContent(a, b string) (bool, error) {
 // Fixture writers. Content is deterministic from a seed, so a test can rewrite a volume identically or
 // differently at will.
 
-// writeRandomFile writes size pseudo-random bytes from seed: incompressible, like media or encrypted data.
-func writeRandomFile(path string, size int64, seed uint64, perm fs.FileMode) error {
+// WriteRandomFile writes size pseudo-random bytes from seed: incompressible, like media or encrypted data.
+func WriteRandomFile(path string, size int64, seed uint64, perm fs.FileMode) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, perm)
 	if err != nil {
 		return err
@@ -191,8 +191,8 @@ func writeRandomFile(path string, size int64, seed uint64, perm fs.FileMode) err
 	return os.Chmod(path, perm)
 }
 
-// writeSmallFiles writes n small text files of varied sizes (0 to about 2 KiB) in 100 per folder.
-func writeSmallFiles(dir string, n int, seed uint64) error {
+// WriteSmallFiles writes n small text files of varied sizes (0 to about 2 KiB) in 100 per folder.
+func WriteSmallFiles(dir string, n int, seed uint64) error {
 	r := rand.New(rand.NewPCG(seed, 1))
 	for i := range n {
 		sub := filepath.Join(dir, fmt.Sprintf("d%03d", i/100))
@@ -210,9 +210,9 @@ func writeSmallFiles(dir string, n int, seed uint64) error {
 	return nil
 }
 
-// writeMixed writes a small application-like tree: nested folders, a private file, an executable, a symlink
+// WriteMixed writes a small application-like tree: nested folders, a private file, an executable, a symlink
 // and an empty file.
-func writeMixed(dir string, seed uint64) error {
+func WriteMixed(dir string, seed uint64) error {
 	files := []struct {
 		name string
 		body string
