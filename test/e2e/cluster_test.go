@@ -15,7 +15,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -212,14 +211,8 @@ func (c *cluster) install(t *testing.T, defaultAll bool, extra []string) {
 
 // createNode registers a Ready node, as its kubelet would.
 func (c *cluster) createNode(t *testing.T, ctx context.Context, name string) {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}}}
-	if err := c.cl.Create(ctx, node); err != nil {
-		t.Fatalf("create node %s: %v", name, err)
-	}
-	node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-	if err := c.cl.Status().Update(ctx, node); err != nil {
-		t.Fatalf("mark node %s Ready: %v", name, err)
+	if err := kubeletsim.RegisterNode(ctx, c.cs, name); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -22,6 +22,9 @@ import (
 // finalized and disappears. Between polls it calls alive (when not nil), which stops the wait with its error:
 // a server process that died.
 func DeleteNamespace(ctx context.Context, cfg *rest.Config, ns string, alive func() error) error {
+	// The API server's deprecation warnings about what the namespace controller deletes are no news.
+	cfg = rest.CopyConfig(cfg)
+	cfg.WarningHandler = rest.NoWarnings{}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("client for deleting namespace %s: %w", ns, err)
@@ -56,7 +59,7 @@ func DeleteNamespace(ctx context.Context, cfg *rest.Config, ns string, alive fun
 			return fmt.Errorf("delete every %s in namespace %s: %w", gvr.Resource, ns, err)
 		}
 	}
-	err = waitFor(ctx, "namespace "+ns+" to be empty", 2*time.Minute, alive, func() (bool, error) {
+	err = WaitFor(ctx, "namespace "+ns+" to be empty", 2*time.Minute, alive, func() (bool, error) {
 		if err := releaseClaims(ctx, cs, ns); err != nil {
 			return false, err
 		}
@@ -77,7 +80,7 @@ func DeleteNamespace(ctx context.Context, cfg *rest.Config, ns string, alive fun
 	if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
 		return fmt.Errorf("delete namespace %s: %w", ns, err)
 	}
-	return waitFor(ctx, "namespace "+ns+" to go", time.Minute, alive, func() (bool, error) {
+	return WaitFor(ctx, "namespace "+ns+" to go", time.Minute, alive, func() (bool, error) {
 		n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return true, nil
@@ -112,9 +115,9 @@ func releaseClaims(ctx context.Context, cs kubernetes.Interface, ns string) erro
 	return nil
 }
 
-// waitFor polls ok every 100 ms until it says true; it gives up at timeout, when ctx ends, or when alive
-// reports an error.
-func waitFor(ctx context.Context, what string, timeout time.Duration, alive func() error, ok func() (bool, error)) error {
+// WaitFor polls ok every 100 ms until it says true; it gives up at timeout, when ctx ends, or when alive
+// (when not nil) reports an error, such as a server process that died.
+func WaitFor(ctx context.Context, what string, timeout time.Duration, alive func() error, ok func() (bool, error)) error {
 	var last error
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
 		done, err := ok()

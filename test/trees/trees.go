@@ -139,7 +139,12 @@ func sameContent(a, b string) (bool, error) {
 		return false, err
 	}
 	defer fb.Close()
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
+	// Buffers as big as the file up to 1 MiB: thousands of small files must not cost 2 MiB of garbage each.
+	size := int64(1 << 20)
+	if fi, err := fa.Stat(); err == nil {
+		size = min(size, fi.Size()+1)
+	}
+	ba, bb := make([]byte, size), make([]byte, size)
 	for {
 		na, erra := io.ReadFull(fa, ba)
 		nb, errb := io.ReadFull(fb, bb)
