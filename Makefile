@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run under the race detector (everything; the engine runs goroutines throughout).
 UNIT_PKGS := ./...
 
-.PHONY: all build images test test-unit test-integration test-e2e lint fmt vet staticcheck bench demo fuzz clean generate verify-generated
+.PHONY: all build images test test-unit test-integration test-e2e lint fmt vet staticcheck bench demo demo-repo fuzz clean generate verify-generated
 
 all: build
 
@@ -133,8 +133,17 @@ bench: build $(if $(findstring minio,$(BENCH_STORAGE)),$(BIN)/minio)
 	@command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic; }
 	$(GO) run ./bench/cmd/straddle-bench -straddle $(BIN)/straddle -minio $(BIN)/minio -scale $(BENCH_SCALE) -sets $(BENCH_SETS) -storage $(BENCH_STORAGE) -runs $(BENCH_RUNS) -out bench/out/results-$(BENCH_SCALE)-$(subst $(comma),-,$(BENCH_STORAGE)).md
 
-## demo backs up a generated folder twice, restores both snapshots and verifies them byte for byte.
-demo: build
+## demo runs the seed scenario on a local control plane (test/demo): kube-apiserver and etcd, `straddle install`
+## against a filesystem location in a temporary folder (STORAGE=minio: a MinIO server), the controller, two
+## node-agents and the kubelet simulator; namespace voting is annotated, backed up, deleted, restored and checked
+## byte for byte, each step printed as the command a user types. About a minute; nothing is left running.
+STORAGE ?= filesystem
+demo: build $(BIN)/kube-apiserver $(BIN)/etcd $(if $(filter minio,$(STORAGE)),$(BIN)/minio)
+	$(GO) run ./test/demo -straddle $(BIN)/straddle -restore-helper $(BIN)/straddle-restore-helper -assets $(BIN) -minio $(BIN)/minio -storage $(STORAGE)
+
+## demo-repo is the engine alone, no cluster and nothing to build first: a generated folder backed up twice with
+## `straddle repo`, both snapshots restored and verified byte for byte (hack/demo.sh, a few seconds).
+demo-repo: build
 	STRADDLE=$(BIN)/straddle ./hack/demo.sh
 
 clean:
