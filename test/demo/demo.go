@@ -103,7 +103,8 @@ func run(ctx context.Context, o options, out *os.File) (err error) {
 	d := &demo{opts: o, out: out, dir: dir, original: map[string]string{}}
 	defer d.cleanup()
 	defer func() {
-		if err != nil {
+		// After Ctrl-C the logs are no news: the user stopped it.
+		if err != nil && ctx.Err() == nil {
 			d.printLogs()
 		}
 	}()
@@ -192,18 +193,21 @@ func (d *demo) note(format string, args ...any) {
 // demo's output as it comes.
 func (d *demo) straddle(ctx context.Context, timeout time.Duration, args ...string) error {
 	d.command("straddle " + strings.Join(args, " "))
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	limited, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, d.opts.straddle, args...)
+	cmd := exec.CommandContext(limited, d.opts.straddle, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+d.kubeconfig)
 	cmd.Stdout, cmd.Stderr = d.out, d.out
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("straddle %s did not end within %v: %w", strings.Join(args, " "), timeout, err)
-		}
-		return fmt.Errorf("straddle %s: %w", strings.Join(args, " "), err)
+	err := cmd.Run()
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("straddle %s: %w", strings.Join(args, " "), ctx.Err())
+	case limited.Err() != nil:
+		return fmt.Errorf("straddle %s did not end within %v: %w", strings.Join(args, " "), timeout, err)
 	}
-	return nil
+	return fmt.Errorf("straddle %s: %w", strings.Join(args, " "), err)
 }
 
 func bold(f *os.File) string  { return ifTerminal(f, "\033[1m") }

@@ -131,7 +131,7 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// procs are the demo's children, stopped together, last started first.
+// procs are the demo's children, stopped together.
 type procs []*proc
 
 func (ps procs) died() error {
@@ -142,8 +142,11 @@ func (ps procs) died() error {
 	return errors.Join(errs...)
 }
 
+// terminate stops every process at once: each may take seconds to shut down gracefully.
 func (ps procs) terminate() {
-	for i := len(ps) - 1; i >= 0; i-- {
-		ps[i].terminate()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Go(p.terminate)
 	}
+	wg.Wait()
 }

@@ -20,8 +20,8 @@ func (d *demo) summary(ctx context.Context, total time.Duration) error {
 	}
 	sort.Slice(pvbs.Items, func(i, j int) bool { return pvbs.Items[i].Spec.Pod.Name < pvbs.Items[j].Spec.Pod.Name })
 	d.section("Summary")
-	w := tabwriter.NewWriter(d.out, 0, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "VOLUME\tNODE\tFILES\tBYTES\tNEW DATA\tSTORED\tDEDUP\t")
+	w := tabwriter.NewWriter(d.out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "VOLUME\tNODE\tFILES\tBYTES\tNEW DATA\tSTORED\tDEDUP")
 	var sum v1.VolumeStats
 	for _, p := range pvbs.Items {
 		s := p.Status.Stats
@@ -39,12 +39,12 @@ func (d *demo) summary(ctx context.Context, total time.Duration) error {
 	}
 	fmt.Fprintln(d.out, "# BYTES: read from the volumes; NEW DATA: after deduplication; STORED: compressed and encrypted; DEDUP: BYTES / NEW DATA")
 	fmt.Fprintln(d.out)
-	w = tabwriter.NewWriter(d.out, 0, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "PHASE\tTIME\t")
+	w = tabwriter.NewWriter(d.out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "PHASE\tTIME")
 	for _, p := range d.phases {
-		fmt.Fprintf(w, "%s\t%.1fs\t\n", p.name, p.took.Seconds())
+		fmt.Fprintf(w, "%s\t%.1fs\n", p.name, p.took.Seconds())
 	}
-	fmt.Fprintf(w, "total\t%.1fs\t\n", total.Seconds())
+	fmt.Fprintf(w, "total\t%.1fs\n", total.Seconds())
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -58,5 +58,5 @@ func row(w *tabwriter.Writer, name, node string, s v1.VolumeStats) {
 	if s.BytesAdded > 0 {
 		dedup = fmt.Sprintf("%.2fx", float64(s.BytesRead)/float64(s.BytesAdded))
 	}
-	fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", name, node, files, humanBytes(s.BytesRead), humanBytes(s.BytesAdded), humanBytes(s.BytesStored), dedup)
+	fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", name, node, files, humanBytes(s.BytesRead), humanBytes(s.BytesAdded), humanBytes(s.BytesStored), dedup)
 }
