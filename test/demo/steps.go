@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
@@ -92,7 +94,53 @@ func (d *demo) verify(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(d.out, "ok  %s: %d files, %s, identical (content, types, modes, links)\n", name, files, humanBytes(size))
+		if err := d.completeAtStart(ctx, v.pod, v.volume); err != nil {
+			return err
+		}
+		fmt.Fprintf(d.out, "ok  %s: %d files, %s, identical (content, types, modes, links), all there when restore-wait let the app start\n",
+			name, files, humanBytes(size))
 	}
 	return nil
+}
+
+// completeAtStart checks the restored pod's restore-wait (the real restore helper) exited 0 with the volume
+// already complete: the listing the simulated kubelet took the instant it exited equals the original's.
+func (d *demo) completeAtStart(ctx context.Context, pod, volume string) error {
+	what := "volume " + pod + "/" + volume + " is complete before the app starts"
+	var p corev1.Pod
+	if err := d.cl.Get(ctx, client.ObjectKey{Namespace: votingNS, Name: pod}, &p); err != nil {
+		return check(what, fmt.Errorf("read pod %s: %w", pod, err))
+	}
+	run := d.kubelet.Helper(string(p.UID))
+	if run == nil {
+		return check(what, fmt.Errorf("pod %s got no restore-wait init container", pod))
+	}
+	if run.ExitCode != 0 {
+		return check(what, fmt.Errorf("restore-wait of pod %s exited %d: %s", pod, run.ExitCode, run.Output))
+	}
+	want, err := kubeletsim.ListTree(d.original[pod+"/"+volume])
+	if err != nil {
+		return check(what, err)
+	}
+	if got := run.Listing[volume]; !maps.Equal(got, want) {
+		return check(what, fmt.Errorf("when restore-wait exited the volume held %d entries, %d differing from the %d written",
+			len(got), countDiffering(want, got), len(want)))
+	}
+	return nil
+}
+
+// countDiffering counts the paths whose entry in got is missing or other than in want, and got's extras.
+func countDiffering(want, got map[string]string) int {
+	n := 0
+	for p, w := range want {
+		if got[p] != w {
+			n++
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			n++
+		}
+	}
+	return n
 }
