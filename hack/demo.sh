@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: back up a generated sample volume, change it, back it up again, restore both snapshots and verify
+# make demo-repo: back up a generated sample volume, change it, back it up again, restore both snapshots and verify
 # them byte for byte. Every step prints the command a user would type. Leaves nothing behind.
 set -euo pipefail
 

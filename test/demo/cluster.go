@@ -59,7 +59,8 @@ func (d *demo) startCluster(ctx context.Context) error {
 // startControlPlane starts kube-apiserver and etcd without CRDs (install applies them) and writes an admin
 // kubeconfig, as a cluster's operator would hold.
 func (d *demo) startControlPlane() error {
-	d.env = &envtest.Environment{BinaryAssetsDirectory: d.opts.assets}
+	// A busy machine (CI beside other builds) starts kube-apiserver slowly; envtest's default 20 s is too short.
+	d.env = &envtest.Environment{BinaryAssetsDirectory: d.opts.assets, ControlPlaneStartTimeout: 2 * time.Minute}
 	cfg, err := d.env.Start()
 	if err != nil {
 		return fmt.Errorf("start kube-apiserver and etcd from %s: %w", d.opts.assets, err)
