@@ -54,7 +54,7 @@ func (f *renderFlags) registerInstall(cmd *cobra.Command) {
 	fl.StringVar(&f.caCertFile, "cacert", "", "s3: PEM `file` of the certificate authorities that sign the server's certificate")
 	fl.StringVar(&f.secretFile, "secret-file", "", "s3: AWS credentials `file` ([default] aws_access_key_id, aws_secret_access_key) stored in a Secret")
 	fl.StringVar(&f.Storage.Path, "path", "", "filesystem: the directory, mounted at the same path on every node")
-	fl.StringVar(&f.passwordFile, "repository-password-file", "", "`file` with the password that seals the repositories' keys (default: a random one, printed once)")
+	fl.StringVar(&f.passwordFile, "repository-password-file", "", "`file` with the password that seals the repositories' keys (default: a random one, kept in a Secret, with a line on how to save it)")
 }
 
 // readStorageFiles loads the files the storage flags name, and makes a random repository password when a
@@ -82,8 +82,21 @@ func (f *renderFlags) readStorageFiles() (generated bool, err error) {
 	if f.Storage.Provider == "" || len(f.Storage.RepositoryPassword) > 0 {
 		return false, nil
 	}
-	f.Storage.RepositoryPassword = []byte(base64.RawURLEncoding.EncodeToString(randomBytes(32)))
+	f.Storage.RepositoryPassword = newRandomPassword()
 	return true, nil
+}
+
+// newRandomPassword is a repository password of 32 bytes from crypto/rand, as text that survives files,
+// shells and Secrets.
+func newRandomPassword() []byte {
+	return []byte(base64.RawURLEncoding.EncodeToString(randomBytes(32)))
+}
+
+// passwordAdvice is the one line that says how to save the repository password held in Secret ns/name under
+// key, and how a new cluster gets it; what says where the password came from.
+func passwordAdvice(what, ns, name, key string) string {
+	return fmt.Sprintf("%s in Secret %s/%s; save it now (kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d) and pass it with --repository-password-file to install a new cluster that must read these backups",
+		what, ns, name, ns, name, key)
 }
 
 func randomBytes(n int) []byte {
@@ -170,8 +183,7 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "installed Straddle in namespace %s (%d objects applied)\n", o.Namespace, len(objs))
 	if generated {
-		fmt.Fprintf(out, "generated a random repository password in Secret %s/%s; save it now (kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d) and pass it with --repository-password-file to install a new cluster that must read these backups\n",
-			o.Namespace, deploy.RepositoryPasswordSecret, o.Namespace, deploy.RepositoryPasswordSecret, deploy.RepositoryPasswordKey)
+		fmt.Fprintln(out, passwordAdvice("generated a random repository password", o.Namespace, deploy.RepositoryPasswordSecret, deploy.RepositoryPasswordKey))
 	}
 	return nil
 }
