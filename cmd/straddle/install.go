@@ -165,14 +165,24 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	objs, err := deploy.Render(o.Options)
-	if err != nil {
-		return err
-	}
 	if o.dryRun {
+		objs, err := deploy.Render(o.Options)
+		if err != nil {
+			return err
+		}
 		return deploy.YAML(out, objs)
 	}
 	cl, err := o.client()
+	if err != nil {
+		return err
+	}
+	kept, err := o.keepInstalledPassword(ctx, cl, generated)
+	if err != nil {
+		return err
+	}
+	keptGenerated := kept && generated
+	generated = generated && !kept
+	objs, err := deploy.Render(o.Options)
 	if err != nil {
 		return err
 	}
@@ -182,10 +192,46 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "installed Straddle in namespace %s (%d objects applied)\n", o.Namespace, len(objs))
+	if keptGenerated {
+		fmt.Fprintf(out, "kept the repository password Secret %s/%s already holds\n", o.Namespace, deploy.RepositoryPasswordSecret)
+	}
 	if generated {
 		fmt.Fprintln(out, passwordAdvice("generated a random repository password", o.Namespace, deploy.RepositoryPasswordSecret, deploy.RepositoryPasswordKey))
 	}
 	return nil
+}
+
+// keepInstalledPassword makes an install over an existing one keep the repository password its Secret
+// holds: a new random one would lock every repository, and another given one too (rotate changes it). It
+// reports whether the password is the installed one.
+func (o *installOptions) keepInstalledPassword(ctx context.Context, cl client.Client, generated bool) (bool, error) {
+	if o.Storage.Provider == "" {
+		return false, nil
+	}
+	sec := &unstructured.Unstructured{}
+	sec.SetAPIVersion("v1")
+	sec.SetKind("Secret")
+	err := cl.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: deploy.RepositoryPasswordSecret}, sec)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the repository password Secret %s/%s: %w", o.Namespace, deploy.RepositoryPasswordSecret, err)
+	}
+	b64, _, _ := unstructured.NestedString(sec.Object, "data", deploy.RepositoryPasswordKey)
+	installed, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(installed) == 0 {
+		return false, nil
+	}
+	switch {
+	case generated:
+		o.Storage.RepositoryPassword = installed
+		return true, nil
+	case !bytes.Equal(installed, o.Storage.RepositoryPassword):
+		return false, fmt.Errorf("the Secret %s/%s already holds another repository password, which the repositories are sealed with: leave out --repository-password-file to keep it, or change it with straddle repository-password rotate",
+			o.Namespace, deploy.RepositoryPasswordSecret)
+	}
+	return true, nil
 }
 
 // applyObject applies one object with server-side apply. A custom resource right after its CRD may find the
