@@ -214,7 +214,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Namespace:                o.namespace,
 		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
-		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn},
+		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn, SecretsExcludedIn: o.namespace},
 		Exec:                     &hooks.PodExec{Config: mgr.GetConfig(), REST: core.CoreV1().RESTClient()},
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
