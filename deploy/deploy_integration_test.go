@@ -185,13 +185,16 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 			t.Errorf("%s %s %s/%s in %q: allowed=%v, want %v", c.sa, c.verb, c.resource, c.sub, c.ns, sar.Status.Allowed, c.allowed)
 		}
 	}
-	// Rules bound to one object by name: the webhook's certificate and configuration, and no other.
+	// Rules bound to one object by name: the webhook's certificate and configuration, the repository password
+	// (a rotation switches it), and no other.
 	for _, c := range []struct {
 		ns, group, resource, name, verb string
 		allowed                         bool
 	}{
 		{"straddle", "", "secrets", "straddle-webhook-tls", "update", true},
+		{"straddle", "", "secrets", "straddle-repository-password", "update", true},
 		{"straddle", "", "secrets", "straddle-credentials", "update", false},
+		{"straddle", "", "secrets", "straddle-storage-credentials", "update", false},
 		{"", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "straddle-restore-wait", "patch", true},
 		{"", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "straddle-restore-wait", "get", true},
 		{"", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "istio-sidecar-injector", "patch", false},

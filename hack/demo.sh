@@ -6,7 +6,8 @@ set -euo pipefail
 bin=${STRADDLE:-$(dirname "$0")/../bin/straddle}
 work=$(mktemp -d -t straddle-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-export STRADDLE_PASSWORD="demo-$RANDOM-$RANDOM"
+# A random password, as `straddle install` makes: no password is built in anywhere.
+export STRADDLE_PASSWORD="$(head -c 32 /dev/urandom | base64 | tr -d "\n")"
 repo="$work/repo"
 vol="$work/volume"
 

@@ -26,7 +26,7 @@ type BackupStorageLocationSpec struct {
 // S3Location is a bucket (and optional prefix) of an S3-compatible store.
 type S3Location struct {
 	// Endpoint is the store's URL, such as https://minio.example:9000.
-	// +kubebuilder:validation:Pattern=`^https?://[^/]+/?$`
+	// +kubebuilder:validation:Pattern=`^https?://[^/@]+/?$`
 	Endpoint string `json:"endpoint"`
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=63
@@ -63,6 +63,49 @@ type BackupStorageLocationStatus struct {
 	Message            string             `json:"message,omitempty"`
 	LastValidationTime *metav1.Time       `json:"lastValidationTime,omitempty"`
 	Conditions         []metav1.Condition `json:"conditions,omitempty"`
+	// PasswordRotation reports the last rotation of the repository password asked of this location (the
+	// PasswordRotationAnnotation). It never holds a password.
+	PasswordRotation *PasswordRotationStatus `json:"passwordRotation,omitempty"`
+}
+
+// PasswordRotationAnnotation on a BackupStorageLocation asks the controller to rotate the password in the
+// location's repositoryPasswordSecret to the one waiting under that Secret's "<key>.next" key (contract:
+// `straddle repository-password rotate` sets it). Its value names the request; status.passwordRotation.request
+// echoes it.
+const PasswordRotationAnnotation = "straddle.io/password-rotation"
+
+// RotationPhase is how far a password rotation got.
+// +kubebuilder:validation:Enum=AddingKeys;GracePeriod;RemovingOldKeys;Completed;Failed
+type RotationPhase string
+
+// Rotation phases, in order; Failed is retried by the controller and may still end Completed.
+const (
+	// RotationAddingKeys: the new password's key is being added to every repository.
+	RotationAddingKeys RotationPhase = "AddingKeys"
+	// RotationGracePeriod: the Secret holds the new password; both passwords open every repository until the
+	// grace period has passed, so an agent that read the Secret just before the change still gets in.
+	RotationGracePeriod RotationPhase = "GracePeriod"
+	// RotationRemovingOldKeys: the old password's key is being removed from every repository.
+	RotationRemovingOldKeys RotationPhase = "RemovingOldKeys"
+	// RotationCompleted: only the new password opens the repositories.
+	RotationCompleted RotationPhase = "Completed"
+	// RotationFailed: a step failed (see message); the controller tries it again later.
+	RotationFailed RotationPhase = "Failed"
+)
+
+// PasswordRotationStatus is the progress of one password rotation in one location.
+type PasswordRotationStatus struct {
+	// Request is the PasswordRotationAnnotation value this reports on.
+	Request string        `json:"request"`
+	Phase   RotationPhase `json:"phase"`
+	// Message says what is being done, or why the last attempt failed.
+	Message string `json:"message,omitempty"`
+	// Repositories are the namespaces whose repositories in this location the new password opens.
+	Repositories []string `json:"repositories,omitempty"`
+	// SecretUpdatedTime is when the Secret was switched to the new password; the old keys go a grace period later.
+	SecretUpdatedTime *metav1.Time `json:"secretUpdatedTime,omitempty"`
+	StartTime         *metav1.Time `json:"startTime,omitempty"`
+	CompletionTime    *metav1.Time `json:"completionTime,omitempty"`
 }
 
 // BackupStorageLocation is where backups are stored.
@@ -72,6 +115,7 @@ type BackupStorageLocationStatus struct {
 // +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.provider`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Default",type=boolean,JSONPath=`.spec.default`
+// +kubebuilder:printcolumn:name="Rotation",type=string,JSONPath=`.status.passwordRotation.phase`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type BackupStorageLocation struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -92,6 +136,15 @@ type BackupStorageLocationList struct {
 // the host and whether it speaks plain http; the install checks flags with it before the API server could.
 func ParseS3Endpoint(endpoint string) (host string, plainHTTP bool, err error) {
 	u, err := url.Parse(endpoint)
+	if (err == nil && u.User != nil) || strings.Contains(endpoint, "@") {
+		where := "?"
+		if err == nil {
+			where = u.Hostname()
+		}
+		// Credentials belong in the credentials Secret; the endpoint shows in status, logs and describe, so
+		// it is not even quoted here.
+		return "", false, fmt.Errorf("s3 endpoint of host %s carries a user name or password (an @): put the credentials in the credentials Secret and give only http(s)://host[:port]", where)
+	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
 		return "", false, fmt.Errorf("s3 endpoint %q: want http(s)://host[:port]", endpoint)
 	}

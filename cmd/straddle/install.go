@@ -54,7 +54,7 @@ func (f *renderFlags) registerInstall(cmd *cobra.Command) {
 	fl.StringVar(&f.caCertFile, "cacert", "", "s3: PEM `file` of the certificate authorities that sign the server's certificate")
 	fl.StringVar(&f.secretFile, "secret-file", "", "s3: AWS credentials `file` ([default] aws_access_key_id, aws_secret_access_key) stored in a Secret")
 	fl.StringVar(&f.Storage.Path, "path", "", "filesystem: the directory, mounted at the same path on every node")
-	fl.StringVar(&f.passwordFile, "repository-password-file", "", "`file` with the password that seals the repositories' keys (default: a random one, printed once)")
+	fl.StringVar(&f.passwordFile, "repository-password-file", "", "`file` with the password that seals the repositories' keys (default: a random one, kept in a Secret, with a line on how to save it)")
 }
 
 // readStorageFiles loads the files the storage flags name, and makes a random repository password when a
@@ -82,8 +82,21 @@ func (f *renderFlags) readStorageFiles() (generated bool, err error) {
 	if f.Storage.Provider == "" || len(f.Storage.RepositoryPassword) > 0 {
 		return false, nil
 	}
-	f.Storage.RepositoryPassword = []byte(base64.RawURLEncoding.EncodeToString(randomBytes(32)))
+	f.Storage.RepositoryPassword = newRandomPassword()
 	return true, nil
+}
+
+// newRandomPassword is a repository password of 32 bytes from crypto/rand, as text that survives files,
+// shells and Secrets.
+func newRandomPassword() []byte {
+	return []byte(base64.RawURLEncoding.EncodeToString(randomBytes(32)))
+}
+
+// passwordAdvice is the one line that says how to save the repository password held in Secret ns/name under
+// key, and how a new cluster gets it; what says where the password came from.
+func passwordAdvice(what, ns, name, key string) string {
+	return fmt.Sprintf("%s in Secret %s/%s; save it now (kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d) and pass it with --repository-password-file to install a new cluster that must read these backups",
+		what, ns, name, ns, name, key)
 }
 
 func randomBytes(n int) []byte {
@@ -152,14 +165,24 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	objs, err := deploy.Render(o.Options)
-	if err != nil {
-		return err
-	}
 	if o.dryRun {
+		objs, err := deploy.Render(o.Options)
+		if err != nil {
+			return err
+		}
 		return deploy.YAML(out, objs)
 	}
 	cl, err := o.client()
+	if err != nil {
+		return err
+	}
+	kept, err := o.keepInstalledPassword(ctx, cl, generated)
+	if err != nil {
+		return err
+	}
+	keptGenerated := kept && generated
+	generated = generated && !kept
+	objs, err := deploy.Render(o.Options)
 	if err != nil {
 		return err
 	}
@@ -169,11 +192,46 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "installed Straddle in namespace %s (%d objects applied)\n", o.Namespace, len(objs))
+	if keptGenerated {
+		fmt.Fprintf(out, "kept the repository password Secret %s/%s already holds\n", o.Namespace, deploy.RepositoryPasswordSecret)
+	}
 	if generated {
-		fmt.Fprintf(out, "generated a random repository password in Secret %s/%s; save it now (kubectl -n %s get secret %s -o jsonpath='{.data.%s}' | base64 -d) and pass it with --repository-password-file to install a new cluster that must read these backups\n",
-			o.Namespace, deploy.RepositoryPasswordSecret, o.Namespace, deploy.RepositoryPasswordSecret, deploy.RepositoryPasswordKey)
+		fmt.Fprintln(out, passwordAdvice("generated a random repository password", o.Namespace, deploy.RepositoryPasswordSecret, deploy.RepositoryPasswordKey))
 	}
 	return nil
+}
+
+// keepInstalledPassword makes an install over an existing one keep the repository password its Secret
+// holds: a new random one would lock every repository, and another given one too (rotate changes it). It
+// reports whether the password is the installed one.
+func (o *installOptions) keepInstalledPassword(ctx context.Context, cl client.Client, generated bool) (bool, error) {
+	if o.Storage.Provider == "" {
+		return false, nil
+	}
+	sec := &unstructured.Unstructured{}
+	sec.SetAPIVersion("v1")
+	sec.SetKind("Secret")
+	err := cl.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: deploy.RepositoryPasswordSecret}, sec)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the repository password Secret %s/%s: %w", o.Namespace, deploy.RepositoryPasswordSecret, err)
+	}
+	b64, _, _ := unstructured.NestedString(sec.Object, "data", deploy.RepositoryPasswordKey)
+	installed, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(installed) == 0 {
+		return false, nil
+	}
+	switch {
+	case generated:
+		o.Storage.RepositoryPassword = installed
+		return true, nil
+	case !bytes.Equal(installed, o.Storage.RepositoryPassword):
+		return false, fmt.Errorf("the Secret %s/%s already holds another repository password, which the repositories are sealed with: leave out --repository-password-file to keep it, or change it with straddle repository-password rotate",
+			o.Namespace, deploy.RepositoryPasswordSecret)
+	}
+	return true, nil
 }
 
 // applyObject applies one object with server-side apply. A custom resource right after its CRD may find the

@@ -15,6 +15,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRepoCmd(), newInstallCmd(), newUninstallCmd(), newImagesCmd(), newBackupCmd(), newScheduleCmd(), newRestoreCmd(), newControllerCmd(), newNodeAgentCmd())
+	root.AddCommand(newRepoCmd(), newInstallCmd(), newUninstallCmd(), newImagesCmd(), newBackupCmd(), newScheduleCmd(), newRestoreCmd(), newControllerCmd(), newNodeAgentCmd(), newRepositoryPasswordCmd())
 	return root
 }

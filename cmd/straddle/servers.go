@@ -106,6 +106,8 @@ type controllerOptions struct {
 	webhookURL  string
 	// maintenanceStaleAfter is how long a claimed run may go without a heartbeat before it is requested again.
 	maintenanceStaleAfter time.Duration
+	// passwordRotationGrace is how long both passwords of a rotation open the repositories after the Secret changed.
+	passwordRotationGrace time.Duration
 }
 
 func newControllerCmd() *cobra.Command {
@@ -135,6 +137,8 @@ func newControllerCmd() *cobra.Command {
 		" Service (a controller running outside the cluster), e.g. https://127.0.0.1:9443; its host goes into the certificate")
 	cmd.Flags().DurationVar(&o.maintenanceStaleAfter, "maintenance-stale-after", controller.DefaultMaintenanceStaleAfter,
 		"how long a node-agent's maintenance run may go without a heartbeat before it is taken for dead and the run requested again (several node-agent heartbeat intervals)")
+	cmd.Flags().DurationVar(&o.passwordRotationGrace, "password-rotation-grace", controller.DefaultPasswordRotationGrace,
+		"how long the old repository password still opens the repositories after a rotation switched the Secret, for agents that read it just before")
 	return cmd
 }
 
@@ -150,6 +154,9 @@ func (o *controllerOptions) run(ctx context.Context) error {
 	}
 	if o.maintenanceStaleAfter <= 0 {
 		return fmt.Errorf("--maintenance-stale-after %s must be positive", o.maintenanceStaleAfter)
+	}
+	if o.passwordRotationGrace <= 0 {
+		return fmt.Errorf("--password-rotation-grace %s must be positive", o.passwordRotationGrace)
 	}
 	if o.backupSyncPeriod < 0 {
 		return fmt.Errorf("--backup-sync-period %s must not be negative", o.backupSyncPeriod)
@@ -207,7 +214,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Namespace:                o.namespace,
 		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
-		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn},
+		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn, SecretsExcludedIn: o.namespace},
 		Exec:                     &hooks.PodExec{Config: mgr.GetConfig(), REST: core.CoreV1().RESTClient()},
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
@@ -246,6 +253,17 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		StaleAfter: o.maintenanceStaleAfter,
 	}
 	if err := maintenance.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	rotation := &controller.PasswordRotationReconciler{
+		Client:    mgr.GetClient(),
+		Secrets:   mgr.GetAPIReader(),
+		Clock:     clock.RealClock{},
+		Events:    events,
+		Namespace: o.namespace,
+		Grace:     o.passwordRotationGrace,
+	}
+	if err := rotation.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if o.backupSyncPeriod > 0 {

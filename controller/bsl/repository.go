@@ -1,15 +1,16 @@
 package bsl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/crypto"
 )
 
 // Where things live inside a storage location (contract: a new cluster pointed at the same bucket, and
@@ -27,30 +28,9 @@ func RepositoryPath(namespace string) string { return RepositoriesDir + "/" + na
 // BackupPath is the path, inside a location, of the folder of backup's metadata.
 func BackupPath(backup string) string { return BackupsDir + "/" + backup }
 
-// Password reads the repository password of a location from the Secret it names (in the location's
-// namespace). Errors never carry the password.
-func Password(ctx context.Context, secrets client.Reader, loc *v1.BackupStorageLocation) ([]byte, error) {
-	sel := loc.Spec.RepositoryPasswordSecret
-	if sel == nil || sel.Name == "" {
-		return nil, fmt.Errorf("storage location %s names no repositoryPasswordSecret", loc.Name)
-	}
-	key := sel.Key
-	if key == "" {
-		key = "password"
-	}
-	var sec corev1.Secret
-	if err := secrets.Get(ctx, client.ObjectKey{Namespace: loc.Namespace, Name: sel.Name}, &sec); err != nil {
-		return nil, fmt.Errorf("read repository password Secret %s/%s: %w", loc.Namespace, sel.Name, err)
-	}
-	pw := sec.Data[key]
-	if len(pw) == 0 {
-		return nil, fmt.Errorf("repository password Secret %s/%s has no key %q, or it is empty", loc.Namespace, sel.Name, key)
-	}
-	return pw, nil
-}
-
 // OpenRepository opens the repository of namespace's volumes in loc; with create, a missing repository is
-// initialised first (only the controller creates repositories, so two node-agents never race to).
+// initialised first (only the controller creates repositories, so two node-agents never race to). The
+// password is read from the Secret on every call, never kept: a rotation changes it.
 func OpenRepository(ctx context.Context, secrets client.Reader, loc *v1.BackupStorageLocation, namespace string, create bool) (*repo.Repository, error) {
 	pw, err := Password(ctx, secrets, loc)
 	if err != nil {
@@ -67,6 +47,9 @@ func OpenRepository(ctx context.Context, secrets client.Reader, loc *v1.BackupSt
 		if err != nil {
 			return nil, fmt.Errorf("create the repository of namespace %s in %s: %w", namespace, be.Location(), err)
 		}
+		if err := addRotatingPasswords(ctx, secrets, loc, r, pw); err != nil {
+			return nil, fmt.Errorf("the repository of namespace %s in %s is created, but: %w", namespace, be.Location(), err)
+		}
 		return r, nil
 	case errors.Is(err, repo.ErrNoRepository):
 		return nil, fmt.Errorf("there is no repository of namespace %s in %s yet: %w", namespace, be.Location(), repo.ErrNoRepository)
@@ -76,6 +59,26 @@ func OpenRepository(ctx context.Context, secrets client.Reader, loc *v1.BackupSt
 		return nil, fmt.Errorf("open the repository at %s: %w", be.Location(), err)
 	}
 	return r, nil
+}
+
+// addRotatingPasswords gives a repository just created with pw the keys of the other passwords its Secret
+// holds now: a rotation that began, or switched the Secret, while this repository was being created has
+// listed the repositories without it, and must still find the new password opens it.
+func addRotatingPasswords(ctx context.Context, secrets client.Reader, loc *v1.BackupStorageLocation, r *repo.Repository, pw []byte) error {
+	sec, key, err := PasswordSecret(ctx, secrets, loc)
+	if err != nil {
+		return err
+	}
+	for _, k := range []string{key, NextPasswordKey(key)} {
+		other := sec.Data[k]
+		if len(other) == 0 || bytes.Equal(other, pw) {
+			continue
+		}
+		if _, err := r.AddKey(ctx, other, crypto.DefaultKDF); err != nil {
+			return fmt.Errorf("add the key of the password under %q of Secret %s/%s: %w", k, sec.Namespace, sec.Name, err)
+		}
+	}
+	return nil
 }
 
 // Tags every volume snapshot carries (contract: parents are found by them, and a user finds a pod's

@@ -83,3 +83,15 @@ func TestS3OptionsFromLocationAndSecret(t *testing.T) {
 		t.Fatalf("missing key: %v", err)
 	}
 }
+
+// An endpoint with credentials in it is refused, and the refusal (which lands in the location's status) does
+// not repeat them.
+func TestS3EndpointWithCredentialsIsRefusedWithoutThem(t *testing.T) {
+	for _, ep := range []string{"https://AKID:SECRETKEY@minio.example:9000", "http://SECRETKEY@minio.example", "http://AKID:SECRET%zzKEY@minio.example"} {
+		_, err := S3Options(context.Background(), nil, &v1.BackupStorageLocation{Spec: v1.BackupStorageLocationSpec{Provider: "s3",
+			S3: &v1.S3Location{Endpoint: ep, Bucket: "b"}}})
+		if err == nil || !strings.Contains(err.Error(), "carries a user name or password") || strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "AKID") {
+			t.Errorf("endpoint %s: %v", ep, err)
+		}
+	}
+}

@@ -53,6 +53,10 @@ type Collector struct {
 	Dynamic   dynamic.Interface
 	// Now stamps the archive's entries; nil means time.Now.
 	Now func() time.Time
+	// SecretsExcludedIn is the install namespace: its Secrets (the repository password, the storage
+	// credentials, the webhook's key) are never written, since the archive goes to the very storage they
+	// protect, unencrypted. A new cluster gets them from the install (--repository-password-file).
+	SecretsExcludedIn string
 }
 
 // Result is what Write stored: object counts per resource, in resource order, and problems that did not stop
@@ -128,6 +132,9 @@ func (c *Collector) Write(ctx context.Context, namespaces []string, out io.Write
 		for _, scope := range scopes {
 			err := c.list(ctx, t.gvr, scope, func(obj *unstructured.Unstructured) error {
 				if wanted != nil && !wanted[obj.GetNamespace()] {
+					return nil
+				}
+				if t.name == "secrets" && c.SecretsExcludedIn != "" && obj.GetNamespace() == c.SecretsExcludedIn {
 					return nil
 				}
 				n++

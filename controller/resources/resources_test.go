@@ -36,6 +36,7 @@ func TestWriteArchivesNamespacedResourcesWithoutNoise(t *testing.T) {
 	disco.Resources = []*metav1.APIResourceList{
 		{GroupVersion: "v1", APIResources: []metav1.APIResource{
 			{Name: "configmaps", Namespaced: true, Kind: "ConfigMap", Verbs: listVerbs},
+			{Name: "secrets", Namespaced: true, Kind: "Secret", Verbs: listVerbs},
 			{Name: "events", Namespaced: true, Kind: "Event", Verbs: listVerbs},
 			{Name: "endpoints", Namespaced: true, Kind: "Endpoints", Verbs: listVerbs},
 			{Name: "pods", Namespaced: true, Kind: "Pod", Verbs: listVerbs},
@@ -49,6 +50,7 @@ func TestWriteArchivesNamespacedResourcesWithoutNoise(t *testing.T) {
 	}
 	gvrs := map[schema.GroupVersionResource]string{
 		{Version: "v1", Resource: "configmaps"}:                           "ConfigMapList",
+		{Version: "v1", Resource: "secrets"}:                              "SecretList",
 		{Version: "v1", Resource: "events"}:                               "EventList",
 		{Version: "v1", Resource: "endpoints"}:                            "EndpointsList",
 		{Version: "v1", Resource: "pods"}:                                 "PodList",
@@ -60,14 +62,17 @@ func TestWriteArchivesNamespacedResourcesWithoutNoise(t *testing.T) {
 		obj("v1", "ConfigMap", "a", "cm1"), obj("v1", "ConfigMap", "b", "cm2"), obj("v1", "ConfigMap", "other", "cm3"),
 		obj("v1", "Event", "a", "ev"), obj("v1", "Endpoints", "a", "svc"), obj("v1", "Pod", "a", "p"),
 		obj("apps/v1", "Deployment", "b", "d"), obj("coordination.k8s.io/v1", "Lease", "a", "l"),
-		obj("straddle.io/v1alpha1", "Backup", "a", "bk"))
-	c := &Collector{Discovery: disco, Dynamic: dyn, Now: func() time.Time { return time.Unix(1e9, 0) }}
+		obj("straddle.io/v1alpha1", "Backup", "a", "bk"),
+		// The app's Secret is the app's state; the install namespace's hold the keys to the storage.
+		obj("v1", "Secret", "a", "db-creds"), obj("v1", "Secret", "straddle", "straddle-repository-password"),
+		obj("v1", "ConfigMap", "straddle", "straddle-restore-helper"))
+	c := &Collector{Discovery: disco, Dynamic: dyn, Now: func() time.Time { return time.Unix(1e9, 0) }, SecretsExcludedIn: "straddle"}
 	var buf bytes.Buffer
-	res, err := c.Write(context.Background(), []string{"a", "b"}, &buf)
+	res, err := c.Write(context.Background(), []string{"a", "b", "straddle"}, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCounts := []v1.ResourceCount{{Resource: "configmaps", Count: 2}, {Resource: "deployments.apps", Count: 1}, {Resource: "pods", Count: 1}}
+	wantCounts := []v1.ResourceCount{{Resource: "configmaps", Count: 3}, {Resource: "deployments.apps", Count: 1}, {Resource: "pods", Count: 1}, {Resource: "secrets", Count: 1}}
 	if !reflect.DeepEqual(res.Counts, wantCounts) {
 		t.Errorf("counts %+v, want %+v", res.Counts, wantCounts)
 	}
@@ -86,7 +91,7 @@ func TestWriteArchivesNamespacedResourcesWithoutNoise(t *testing.T) {
 			t.Errorf("%s keeps managed fields", e.Name)
 		}
 	}
-	want := []string{"configmaps/a/cm1.json", "configmaps/b/cm2.json", "deployments.apps/b/d.json", "pods/a/p.json"}
+	want := []string{"configmaps/a/cm1.json", "configmaps/b/cm2.json", "configmaps/straddle/straddle-restore-helper.json", "deployments.apps/b/d.json", "pods/a/p.json", "secrets/a/db-creds.json"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("entries %q, want %q", names, want)
 	}

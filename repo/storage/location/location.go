@@ -38,6 +38,10 @@ func Parse(s string) (Location, error) {
 		return Location{Scheme: "file", Path: abs}, nil
 	}
 	u, err := url.Parse(s)
+	if err != nil && strings.Contains(s, "@") {
+		// Neither the URL nor the parser's error (which quotes it) is repeated: it may hold a secret.
+		return Location{}, errors.New("the repository location is not a valid URL, and must not carry credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
+	}
 	if err != nil {
 		return Location{}, fmt.Errorf("repository location %q is not a valid URL: %w", s, err)
 	}
