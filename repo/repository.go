@@ -71,7 +71,9 @@ type Repository struct {
 	indexFiles []id.ID
 	// paging bounds the index's memory (SetIndexPaging).
 	paging index.Paging
-	now    func() time.Time
+	// snapCache keeps sealed snapshots locally (UseCacheDir).
+	snapCache snapshotCache
+	now       func() time.Time
 
 	// keyMu guards keyID, which a password change moves to the new key.
 	keyMu sync.Mutex

@@ -132,6 +132,7 @@ func (f *repoFlags) open(ctx context.Context, loadIndex bool) (*repo.Repository,
 		return nil, storageHint(fmt.Errorf("open repository %s: %w", loc, err))
 	}
 	r.SetIndexPaging(f.indexPaging)
+	r.UseCacheDir(f.cacheDir)
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {
 			return nil, storageHint(fmt.Errorf("load the index of %s: %w", loc, err))
