@@ -118,7 +118,7 @@ func liveHeap() uint64 {
 func Straddle(s Shape, p index.Paging) (Result, error) {
 	name := "Straddle, in memory"
 	if p.Budget > 0 {
-		name = fmt.Sprintf("Straddle, paged (budget %d KiB)", p.Budget>>10)
+		name = fmt.Sprintf("Straddle, paged (budget %.4g MiB)", float64(p.Budget)/(1<<20))
 	}
 	ids, types := s.sample(10)
 	res := Result{Name: name, Blobs: s.Blobs}

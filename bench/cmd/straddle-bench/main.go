@@ -51,7 +51,7 @@ func main() {
 	flag.StringVar(&o.restic, "restic", "restic", "path of the restic binary")
 	flag.StringVar(&o.compression, "compression", "", "straddle's compression level (default: straddle's own default)")
 	flag.Float64Var(&o.scale, "scale", 1, "scale of the data sets (0.1 for a quick run)")
-	flag.StringVar(&sets, "sets", "small,mix", "data sets to run")
+	flag.StringVar(&sets, "sets", "small,mix", "data sets to run (small, mix, files1m), and scale rows: index (10M blobs), snapshots (2,000)")
 	var storages string
 	flag.StringVar(&storages, "storage", "dir", "where the repositories live: dir (a local directory), minio (a MinIO server on 127.0.0.1), or both: dir,minio")
 	flag.StringVar(&o.minio, "minio", "bin/minio", "path of the minio binary, for -storage minio")
@@ -156,9 +156,19 @@ func run(ctx context.Context, o options) error {
 	fmt.Fprintf(&report, "Machine: %d CPUs, %s; %s; %s; scale %g; straddle compression %q, restic compression auto.\n\n",
 		runtime.NumCPU(), memTotal(), version(o.straddle, "--version"), version(o.restic, "version"), o.scale, cmp.Or(o.compression, "fastest"))
 	for _, name := range o.sets {
+		if row, ok := scaleRows[name]; ok {
+			if o.prepareOnly {
+				continue
+			}
+			logf("%s", name)
+			if err := row(ctx, &report, o, work); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			continue
+		}
 		spec, ok := dataset.Specs[name]
 		if !ok {
-			return fmt.Errorf("unknown data set %q", name)
+			return fmt.Errorf("unknown data set %q (data sets: small, mix, files1m; scale rows: index, snapshots)", name)
 		}
 		spec = spec.Scaled(o.scale)
 		pristine, size, err := prepare(work, spec)
@@ -461,6 +471,8 @@ func table(w io.Writer, spec dataset.Spec, storage string, size int64, runs int,
 	}{{"first backup", s.first, r.first}, {"unchanged incremental", s.unchanged, r.unchanged}, {"changed incremental", s.changed, r.changed}, {"restore", s.restore, r.restore}} {
 		fmt.Fprintf(w, "| peak RSS of the %s, MiB | %d | %d | %.2f× (lower is better) |\n", p.name, p.s.rssKiB/1024, p.r.rssKiB/1024, float64(p.s.rssKiB)/float64(p.r.rssKiB))
 	}
+	fmt.Fprintf(w, "| CPU time (user+system) of first / unchanged / changed / restore, s | %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %.1f / %.1f | |\n",
+		s.first.cpu, s.unchanged.cpu, s.changed.cpu, s.restore.cpu, r.first.cpu, r.unchanged.cpu, r.changed.cpu, r.restore.cpu)
 	if storage == "minio" {
 		fmt.Fprintf(w, "| MinIO's CPU over the four phases, s | %.1f | %.1f | %.2f× (lower is better) |\n", s.serverCPU(), r.serverCPU(), s.serverCPU()/r.serverCPU())
 	}
