@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/straddle-io/straddle/repo/id"
@@ -33,10 +34,13 @@ type Result struct {
 	Blobs int
 	// HeapBytes is the live heap the loaded index holds after a collection (entries, pack table, maps).
 	HeapBytes uint64
-	// LoadSeconds is the time to decode every index file and build the index (no storage, no decryption).
-	LoadSeconds float64
-	// LookupsPerSecond is one goroutine's rate of lookups of blobs that are present, in random order.
-	LookupsPerSecond float64
+	// LoadSeconds is the time to decode every index file and build the index (no storage, no decryption);
+	// LoadCPUSeconds the process's CPU time meanwhile (user+system, all threads, the collector's included),
+	// the figure to read on a shared machine.
+	LoadSeconds, LoadCPUSeconds float64
+	// LookupsPerSecond is one goroutine's rate of lookups of blobs that are present, in random order, per
+	// second of wall time; LookupsPerCPUSecond per second of the process's CPU time.
+	LookupsPerSecond, LookupsPerCPUSecond float64
 	// FileBytes is the size of the index files' plaintext.
 	FileBytes int64
 }
@@ -105,6 +109,29 @@ func (s Shape) sample(every int) ([]id.ID, []pack.BlobType) {
 	return ids, types
 }
 
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// stopwatch adds up wall and CPU time over the intervals between start and stop.
+type stopwatch struct {
+	wall, cpu  time.Duration
+	startWall  time.Time
+	cpuAtStart time.Duration
+}
+
+func (s *stopwatch) start() { s.startWall, s.cpuAtStart = time.Now(), cpuTime() }
+
+func (s *stopwatch) stop() {
+	s.wall += time.Since(s.startWall)
+	s.cpu += cpuTime() - s.cpuAtStart
+}
+
 func liveHeap() uint64 {
 	runtime.GC()
 	runtime.GC()
@@ -124,33 +151,35 @@ func Straddle(s Shape, p index.Paging) (Result, error) {
 	res := Result{Name: name, Blobs: s.Blobs}
 	before := liveHeap()
 	b := index.NewPagedBuilder(p)
-	var load time.Duration
+	var load, look stopwatch
 	for f := range s.files() {
 		buf := (&index.File{Packs: s.file(f)}).Encode()
 		res.FileBytes += int64(len(buf))
-		start := time.Now()
+		load.start()
 		file, err := index.DecodeFile(buf)
 		if err != nil {
 			return res, err
 		}
 		b.AddFile(file)
-		load += time.Since(start)
+		load.stop()
 	}
-	start := time.Now()
+	load.start()
 	x, err := b.Finish()
 	if err != nil {
 		return res, err
 	}
 	defer x.Close()
-	res.LoadSeconds = (load + time.Since(start)).Seconds()
+	load.stop()
+	res.LoadSeconds, res.LoadCPUSeconds = load.wall.Seconds(), load.cpu.Seconds()
 	res.HeapBytes = liveHeap() - before
-	start = time.Now()
+	look.start()
 	for i, blobID := range ids {
 		if _, ok := x.Lookup(types[i], blobID); !ok {
 			return res, fmt.Errorf("blob %s not found", blobID.Short())
 		}
 	}
-	res.LookupsPerSecond = float64(len(ids)) / time.Since(start).Seconds()
+	look.stop()
+	res.LookupsPerSecond, res.LookupsPerCPUSecond = float64(len(ids))/look.wall.Seconds(), float64(len(ids))/look.cpu.Seconds()
 	runtime.KeepAlive(ids)
 	return res, nil
 }
@@ -226,14 +255,14 @@ func Restic(s Shape) (Result, error) {
 	res := Result{Name: "restic's format and in-memory layout (model)", Blobs: s.Blobs}
 	before := liveHeap()
 	m := newResticModel()
-	var load time.Duration
+	var load, look stopwatch
 	for f := range s.files() {
 		buf, err := resticJSON(s.file(f))
 		if err != nil {
 			return res, err
 		}
 		res.FileBytes += int64(len(buf))
-		start := time.Now()
+		load.start()
 		var file resticIndexFile
 		if err := json.Unmarshal(buf, &file); err != nil {
 			return res, err
@@ -249,17 +278,18 @@ func Restic(s Shape) (Result, error) {
 				m.byType[t].add(b.ID, pi, uint32(b.Offset), uint32(b.Length), uint32(b.UncompressedLength))
 			}
 		}
-		load += time.Since(start)
+		load.stop()
 	}
-	res.LoadSeconds = load.Seconds()
+	res.LoadSeconds, res.LoadCPUSeconds = load.wall.Seconds(), load.cpu.Seconds()
 	res.HeapBytes = liveHeap() - before
-	start := time.Now()
+	look.start()
 	for i, blobID := range ids {
 		if m.byType[types[i]].get(resticID(blobID)) == nil {
 			return res, fmt.Errorf("blob %s not found", blobID.Short())
 		}
 	}
-	res.LookupsPerSecond = float64(len(ids)) / time.Since(start).Seconds()
+	look.stop()
+	res.LookupsPerSecond, res.LookupsPerCPUSecond = float64(len(ids))/look.wall.Seconds(), float64(len(ids))/look.cpu.Seconds()
 	runtime.KeepAlive(m)
 	return res, nil
 }

@@ -60,8 +60,8 @@ func BenchmarkIndex(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.ReportMetric(r.BytesPerBlob(), "B/blob")
-				b.ReportMetric(r.LoadSeconds, "load-s")
-				b.ReportMetric(r.LookupsPerSecond, "lookups/s")
+				b.ReportMetric(r.LoadCPUSeconds, "load-cpu-s")
+				b.ReportMetric(r.LookupsPerCPUSecond, "lookups/cpu-s")
 			}
 		})
 	}
