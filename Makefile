@@ -121,7 +121,8 @@ FUZZTIME ?= 20s
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
-## bench compares Straddle with restic on generated data; BENCH_SCALE=0.1 for a quick run; BENCH_STORAGE=dir,minio
+## bench compares Straddle with restic on generated data; BENCH_SCALE=0.1 for a quick run; BENCH_SETS=files1m for a
+## million small files (issue 11), BENCH_SETS=index,snapshots for the index at 10 M blobs and 2,000 snapshots; BENCH_STORAGE=dir,minio
 ## also runs both against a MinIO server on 127.0.0.1 (bin/minio) that the harness starts and stops;
 ## BENCH_RUNS=3 interleaves three runs of each tool and reports medians (for a busy machine).
 BENCH_SCALE ?= 1

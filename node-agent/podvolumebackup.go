@@ -28,6 +28,7 @@ import (
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
 	"github.com/straddle-io/straddle/repo/backup"
+	"github.com/straddle-io/straddle/repo/index"
 )
 
 // AttemptsAnnotation counts how many times node-agents started a PodVolumeBackup; an agent that finds its
@@ -77,6 +78,9 @@ type PodVolumeBackupReconciler struct {
 	ProgressInterval time.Duration
 	// LockWait is how long a backup waits while maintenance holds the repository exclusively.
 	LockWait time.Duration
+	// IndexPaging bounds each volume's repository index in memory (the node-agent's --memory-limit); the
+	// zero value keeps it all in memory.
+	IndexPaging index.Paging
 	// Metrics, when set, count backups, bytes, files and durations.
 	Metrics *Metrics
 

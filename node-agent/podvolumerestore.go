@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/repo/index"
 )
 
 // Defaults of PodVolumeRestoreReconciler's tunables.
@@ -73,6 +74,9 @@ type PodVolumeRestoreReconciler struct {
 	ProgressInterval time.Duration
 	// LockWait is how long a restore waits while maintenance holds the repository exclusively.
 	LockWait time.Duration
+	// IndexPaging bounds each volume's repository index in memory (the node-agent's --memory-limit); the
+	// zero value keeps it all in memory.
+	IndexPaging index.Paging
 	// Metrics, when set, count restores, bytes, files and durations.
 	Metrics *Metrics
 

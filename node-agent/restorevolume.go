@@ -118,6 +118,8 @@ func (r *PodVolumeRestoreReconciler) restore(ctx context.Context, pvr *v1.PodVol
 	if err != nil {
 		return nil, fmt.Errorf("open the repository of namespace %s in storage location %s (is the storage reachable from node %s?): %w", ns, loc.Name, r.NodeName, err)
 	}
+	defer rp.Close()
+	rp.SetIndexPaging(r.IndexPaging)
 	where := rp.Backend().Location()
 	var res *restoreResult
 	err = lock.WithLock(ctx, rp, lock.Shared, "restore", lock.Options{WaitTimeout: r.LockWait, Host: r.NodeName}, func(ctx context.Context) error {

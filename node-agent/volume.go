@@ -49,6 +49,8 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 	if err != nil {
 		return nil, err
 	}
+	defer rp.Close()
+	rp.SetIndexPaging(r.IndexPaging)
 	where := rp.Backend().Location()
 	var res *volumeResult
 	err = lock.WithLock(ctx, rp, lock.Shared, "backup", lock.Options{WaitTimeout: r.LockWait, Host: r.NodeName}, func(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -17,31 +18,89 @@ import (
 	"github.com/straddle-io/straddle/repo/tree"
 )
 
-// LoadIndex reads every index file into a fresh in-memory index.
+// LoadIndex reads every index file into a fresh in-memory index, or a paged one when it would exceed the
+// budget set by SetIndexPaging. Files are added as they arrive, so loading holds at most a few decoded files
+// besides the index itself.
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	names, err := r.listIDs(ctx, "index/")
 	if err != nil {
 		return err
 	}
-	files, err := r.LoadIndexFiles(ctx, names)
+	x, live, superseded, err := r.buildIndex(ctx, names, nil)
 	if err != nil {
 		return err
 	}
-	superseded := index.Superseded(files)
-	b := index.NewBuilder()
-	var live []id.ID
-	for i, f := range files {
-		// A file some other file supersedes is being replaced by prune: the packs it lists may be deleted
-		// already, so its entries must never be used.
-		if _, ok := superseded[names[i]]; ok {
+	// A file some other file supersedes is being replaced by prune: the packs it lists may be deleted
+	// already, so its entries must never be used. That is rare (prune's short window), so the index is
+	// built again without such files rather than every file held until all are read.
+	if slices.ContainsFunc(live, func(n id.ID) bool { _, ok := superseded[n]; return ok }) {
+		_ = x.Close()
+		if x, live, _, err = r.buildIndex(ctx, names, superseded); err != nil {
+			return err
+		}
+	}
+	r.UseIndex(x, live)
+	return nil
+}
+
+// buildIndex reads the named index files except skip, several at once, into a builder, and returns the
+// index, the files it holds and the files they supersede.
+func (r *Repository) buildIndex(ctx context.Context, names []id.ID, skip map[id.ID]struct{}) (*index.Index, []id.ID, map[id.ID]struct{}, error) {
+	b := index.NewPagedBuilder(r.paging)
+	var (
+		mu         sync.Mutex
+		live       []id.ID
+		superseded = map[id.ID]struct{}{}
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	// Index files are small and many: overlap the round trips to object storage.
+	g.SetLimit(8)
+	for _, n := range names {
+		if _, ok := skip[n]; ok {
 			continue
 		}
-		b.AddFile(f)
-		live = append(live, names[i])
+		g.Go(func() error {
+			f, err := r.LoadIndexFile(gctx, n)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			b.AddFile(f)
+			live = append(live, n)
+			for _, s := range f.Supersedes {
+				superseded[s] = struct{}{}
+			}
+			return nil
+		})
 	}
-	r.idx = b.Build()
-	r.indexFiles = live
-	return nil
+	err := g.Wait()
+	x, ferr := b.Finish()
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		if x != nil {
+			_ = x.Close()
+		}
+		return nil, nil, nil, err
+	}
+	slices.SortFunc(live, id.Compare)
+	return x, live, superseded, nil
+}
+
+// SetIndexPaging bounds the memory of the index LoadIndex builds: beyond p.Budget bytes of entries, it is
+// paged to sorted files in p.Dir. A zero Paging keeps the whole index in memory.
+func (r *Repository) SetIndexPaging(p index.Paging) { r.paging = p }
+
+// IndexBudget is the index's share of a process's memory limit: a quarter, leaving the rest to the backup
+// or restore pipeline (which peaks near 250 MiB) and the runtime. Zero (no limit) gives zero (no paging).
+func IndexBudget(memoryLimit int64) int64 {
+	if memoryLimit <= 0 {
+		return 0
+	}
+	// At least one byte: a limit always bounds the index, even one too small to hold any of it.
+	return max(1, memoryLimit/4)
 }
 
 // LoadIndexFiles reads the named index files, several at once, in the order named.
@@ -66,6 +125,10 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, names []id.ID) ([]*inde
 // UseIndex replaces the in-memory index with one the caller built, such as check's, which skips damaged
 // index files instead of failing.
 func (r *Repository) UseIndex(idx *index.Index, files []id.ID) {
+	if r.idx != nil && r.idx != idx {
+		// A paged index's files go with it.
+		_ = r.idx.Close()
+	}
 	r.idx = idx
 	r.indexFiles = files
 }

@@ -69,7 +69,11 @@ type Repository struct {
 	idx   *index.Index
 	// indexFiles are the index files loaded, for check and prune.
 	indexFiles []id.ID
-	now        func() time.Time
+	// paging bounds the index's memory (SetIndexPaging).
+	paging index.Paging
+	// snapCache keeps sealed snapshots locally (UseCacheDir).
+	snapCache snapshotCache
+	now       func() time.Time
 
 	// keyMu guards keyID, which a password change moves to the new key.
 	keyMu sync.Mutex
@@ -286,3 +290,6 @@ func (r *Repository) Index() *index.Index { return r.idx }
 
 // Now returns the repository's clock reading.
 func (r *Repository) Now() time.Time { return r.now() }
+
+// Close releases what the repository holds locally (a paged index's files). Storage needs no closing.
+func (r *Repository) Close() error { return r.idx.Close() }

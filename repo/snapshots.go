@@ -22,30 +22,12 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *snapshot.Snapshot) (id
 		return id.Null, err
 	}
 	s.ID = id.Hash(plain)
-	if err := storage.PutBytes(ctx, r.be, snapshot.Name(s.ID), r.key.Seal(nil, plain, snapshot.AD)); err != nil {
+	sealed := r.key.Seal(nil, plain, snapshot.AD)
+	if err := storage.PutBytes(ctx, r.be, snapshot.Name(s.ID), sealed); err != nil {
 		return id.Null, fmt.Errorf("save snapshot %s: %w", s.ID.Short(), err)
 	}
+	r.snapCache.put(s.ID, sealed)
 	return s.ID, nil
-}
-
-// LoadSnapshot reads one snapshot.
-func (r *Repository) LoadSnapshot(ctx context.Context, snapID id.ID) (*snapshot.Snapshot, error) {
-	buf, err := storage.ReadAll(ctx, r.be, snapshot.Name(snapID))
-	if err != nil {
-		return nil, fmt.Errorf("load snapshot %s: %w", snapID.Short(), err)
-	}
-	plain, err := r.key.Open(nil, buf, snapshot.AD)
-	if err != nil {
-		return nil, fmt.Errorf("load snapshot %s: %w: %w", snapID.Short(), err, ErrCorrupt)
-	}
-	s, err := snapshot.Decode(plain)
-	if err != nil {
-		return nil, fmt.Errorf("load snapshot %s: %w", snapID.Short(), err)
-	}
-	if s.ID != snapID {
-		return nil, fmt.Errorf("load snapshot %s: content does not match its name: %w", snapID.Short(), ErrCorrupt)
-	}
-	return s, nil
 }
 
 // DeleteSnapshot removes one snapshot object. The data it references stays until prune finds it unused.
@@ -53,10 +35,13 @@ func (r *Repository) DeleteSnapshot(ctx context.Context, snapID id.ID) error {
 	if err := r.be.Delete(ctx, snapshot.Name(snapID)); err != nil {
 		return fmt.Errorf("delete snapshot %s: %w", snapID.Short(), err)
 	}
+	r.snapCache.drop1(snapID)
 	return nil
 }
 
-// ListSnapshots loads every snapshot, oldest first. A snapshot deleted between the listing and its loading
+// ListSnapshots loads every snapshot, oldest first, from the local snapshot cache where it can (see
+// UseCacheDir): only snapshots new since the last listing are read from storage, and cached ones storage no
+// longer lists are dropped. A snapshot deleted between the listing and its loading
 // (by a forget running meanwhile) is left out, as if the listing had come a moment later: it is gone either
 // way, and failing would make every prune, check or backup that meets a concurrent forget fail.
 func (r *Repository) ListSnapshots(ctx context.Context) ([]*snapshot.Snapshot, error) {
@@ -80,6 +65,7 @@ func (r *Repository) ListSnapshots(ctx context.Context) ([]*snapshot.Snapshot, e
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	r.snapCache.drop(ids)
 	snaps = slices.DeleteFunc(snaps, func(s *snapshot.Snapshot) bool { return s == nil })
 	slices.SortFunc(snaps, func(a, b *snapshot.Snapshot) int {
 		if c := a.Time.Compare(b.Time); c != 0 {

@@ -38,7 +38,7 @@ func (r *Repository) Stats(ctx context.Context) (*Stats, error) {
 	for _, size := range packs {
 		s.StoredBytes += size
 	}
-	r.idx.Each(func(t pack.BlobType, _ id.ID, e index.Entry) bool {
+	err = r.idx.Each(func(t pack.BlobType, _ id.ID, e index.Entry) bool {
 		if t == pack.DataBlob {
 			s.DataBlobs++
 		} else {
@@ -48,6 +48,9 @@ func (r *Repository) Stats(ctx context.Context) (*Stats, error) {
 		s.RawBytes += uint64(e.RawLength)
 		return true
 	})
+	if err != nil {
+		return nil, err
+	}
 	for _, sn := range snaps {
 		if sn.Summary != nil {
 			s.TotalBytes += sn.Summary.BytesTotal

@@ -19,6 +19,12 @@ type Spec struct {
 	Files            int // number of files
 	MinSize, MaxSize int // file sizes, uniform between the two
 	Dirs             int // files are spread over this many directories
+	// BigDir files go into one directory of their own (besides Dirs), the shape that makes one huge tree.
+	BigDir int
+	// LargeEvery makes every LargeEvery-th file (when set) LargeMin to LargeMax bytes instead: "mostly small".
+	LargeEvery, LargeMin, LargeMax int
+	// ChangeFraction is the share of files the changed incremental changes (default 0.03).
+	ChangeFraction float64
 }
 
 // Specs are the data sets the benchmark knows.
@@ -27,6 +33,18 @@ var Specs = map[string]Spec{
 	"small": {Name: "small", Files: 20000, MinSize: 1 << 10, MaxSize: 64 << 10, Dirs: 200},
 	// About 1 GiB of large files.
 	"mix": {Name: "mix", Files: 16, MinSize: 8 << 20, MaxSize: 120 << 20, Dirs: 2},
+	// A million mostly tiny files (issue 11): 0–4 KiB, every 100th 4–64 KiB, over 1,000 directories plus one
+	// directory of 100,000 entries; 1% change between incrementals.
+	"files1m": {Name: "files1m", Files: 1_000_000, MinSize: 0, MaxSize: 4 << 10, Dirs: 1000, BigDir: 100_000,
+		LargeEvery: 100, LargeMin: 4<<10 + 1, LargeMax: 64 << 10, ChangeFraction: 0.01},
+}
+
+// Changed is the share of files the changed incremental changes.
+func (s Spec) Changed() float64 {
+	if s.ChangeFraction > 0 {
+		return s.ChangeFraction
+	}
+	return 0.03
 }
 
 // Scaled shrinks or grows a spec: file counts for sets of many files, sizes for sets of few large ones.
@@ -37,6 +55,9 @@ func (s Spec) Scaled(scale float64) Spec {
 	if s.Files >= 1000 {
 		s.Files = max(10, int(float64(s.Files)*scale))
 		s.Dirs = max(1, int(float64(s.Dirs)*scale))
+		if s.BigDir > 0 {
+			s.BigDir = max(1, int(float64(s.BigDir)*scale))
+		}
 	} else {
 		s.MinSize = max(1<<10, int(float64(s.MinSize)*scale))
 		s.MaxSize = max(s.MinSize+1, int(float64(s.MaxSize)*scale))
@@ -56,9 +77,18 @@ func (s Spec) files(seed uint64) []file {
 	rng := rand.New(rand.NewPCG(seed, uint64(len(s.Name))))
 	out := make([]file, s.Files)
 	for i := range out {
+		dir := fmt.Sprintf("d%04d", i%s.Dirs)
+		// The first BigDir files share one directory; the rest are spread round-robin.
+		if i < s.BigDir {
+			dir = "big"
+		}
+		lo, hi := s.MinSize, s.MaxSize
+		if s.LargeEvery > 0 && i%s.LargeEvery == s.LargeEvery-1 {
+			lo, hi = s.LargeMin, s.LargeMax
+		}
 		out[i] = file{
-			path: filepath.Join(fmt.Sprintf("d%04d", i%s.Dirs), fmt.Sprintf("f%06d", i)),
-			size: s.MinSize + rng.IntN(s.MaxSize-s.MinSize+1),
+			path: filepath.Join(dir, fmt.Sprintf("f%06d", i)),
+			size: lo + rng.IntN(hi-lo+1),
 			text: i%2 == 0, // half compressible, half not
 			seed: rng.Uint64(),
 		}
@@ -69,12 +99,17 @@ func (s Spec) files(seed uint64) []file {
 // Generate writes the data set into dir (which must not exist yet) and returns its size in bytes.
 func Generate(dir string, s Spec, seed uint64) (int64, error) {
 	var total int64
+	made := map[string]bool{}
+	w := bufio.NewWriterSize(nil, 1<<20)
 	for _, f := range s.files(seed) {
 		p := filepath.Join(dir, f.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return 0, err
+		if d := filepath.Dir(p); !made[d] {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return 0, err
+			}
+			made[d] = true
 		}
-		if err := writeFile(p, f); err != nil {
+		if err := writeFile(w, p, f); err != nil {
 			return 0, fmt.Errorf("generate %s: %w", p, err)
 		}
 		total += int64(f.size)
@@ -82,12 +117,13 @@ func Generate(dir string, s Spec, seed uint64) (int64, error) {
 	return total, nil
 }
 
-func writeFile(p string, f file) error {
+// writeFile writes one file through w, which it resets onto the file: one buffer serves a million files.
+func writeFile(w *bufio.Writer, p string, f file) error {
 	out, err := os.Create(p)
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(out, 1<<20)
+	w.Reset(out)
 	if f.text {
 		err = writeText(w, f.size, f.seed)
 	} else {
@@ -164,7 +200,7 @@ func Mutate(dir string, s Spec, seed uint64, fraction float64) ([]string, error)
 			err = appendTo(p, rng)
 		default:
 			f.seed = rng.Uint64()
-			err = writeFile(p, f)
+			err = writeFile(bufio.NewWriterSize(nil, 1<<20), p, f)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("mutate %s: %w", p, err)

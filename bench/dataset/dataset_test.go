@@ -107,3 +107,36 @@ func TestTextCompressesRandomDoesNot(t *testing.T) {
 }
 
 func bufioWriter(b *bytes.Buffer) *bufio.Writer { return bufio.NewWriter(b) }
+
+func TestFiles1mShape(t *testing.T) {
+	s := Specs["files1m"].Scaled(0.002) // 2,000 files, 2 directories plus one of 200
+	dir := filepath.Join(t.TempDir(), "d")
+	total, err := Generate(dir, s, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := os.ReadDir(filepath.Join(dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(big) != 200 {
+		t.Fatalf("the big directory holds %d entries, want 200", len(big))
+	}
+	small, large := 0, 0
+	for _, f := range s.files(3) {
+		switch {
+		case f.size <= 4<<10:
+			small++
+		case f.size <= 64<<10:
+			large++
+		default:
+			t.Fatalf("%s: %d bytes, more than 64 KiB", f.path, f.size)
+		}
+	}
+	if small != 1980 || large != 20 || total > 2000*4<<10+20*64<<10 {
+		t.Fatalf("%d files of 0–4 KiB and %d larger (%d bytes), want 1980 and 20", small, large, total)
+	}
+	if s.Changed() != 0.01 || Specs["small"].Changed() != 0.03 {
+		t.Fatalf("change fractions %g and %g, want 0.01 and 0.03", s.Changed(), Specs["small"].Changed())
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/index"
 	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/storage"
 	"github.com/straddle-io/straddle/repo/storage/location"
@@ -24,6 +26,10 @@ type repoFlags struct {
 	passwordFile string
 	lockWait     time.Duration
 	storage      location.Options
+	// cacheDir holds the local snapshot cache and a paged index's files.
+	cacheDir string
+	// indexPaging bounds the index that open and withLock load (set by commands with --memory-limit).
+	indexPaging index.Paging
 }
 
 func (f *repoFlags) register(cmd *cobra.Command) {
@@ -37,6 +43,16 @@ func (f *repoFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.storage.InsecureTLS, "insecure-tls", false, "do not verify the s3:// server's TLS certificate")
 	fl.StringVar(&f.storage.Region, "region", "", "S3 region (default $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1)")
 	fl.StringVar(&f.storage.BucketLookup, "s3-bucket-lookup", "auto", "how requests name the bucket: auto, path (host/bucket) or dns (bucket.host)")
+	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "local cache of sealed snapshots (per repository ID) and of a paged index; empty disables the snapshot cache")
+}
+
+// defaultCacheDir is straddle's directory under the user's cache directory ($XDG_CACHE_HOME or ~/.cache).
+func defaultCacheDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "straddle")
 }
 
 // openStorage opens the location's backend; create makes a missing directory or bucket (for init).
@@ -115,6 +131,8 @@ func (f *repoFlags) open(ctx context.Context, loadIndex bool) (*repo.Repository,
 	case err != nil:
 		return nil, storageHint(fmt.Errorf("open repository %s: %w", loc, err))
 	}
+	r.SetIndexPaging(f.indexPaging)
+	r.UseCacheDir(f.cacheDir)
 	if loadIndex {
 		if err := r.LoadIndex(ctx); err != nil {
 			return nil, storageHint(fmt.Errorf("load the index of %s: %w", loc, err))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/straddle-io/straddle/repo"
 	"github.com/straddle-io/straddle/repo/backup"
+	"github.com/straddle-io/straddle/repo/index"
 	"github.com/straddle-io/straddle/repo/lock"
 	"github.com/straddle-io/straddle/repo/snapshot"
 )
@@ -27,6 +28,8 @@ type repoBackupOptions struct {
 	host     string
 	json     bool
 	progress bool
+	// memoryLimit bounds the in-memory index (a quarter of it); beyond that the index is paged to --cache-dir.
+	memoryLimit string
 	// checkpointInterval is how often the packs stored so far are indexed, so a killed backup's retry reuses
 	// them. Hidden: the default suits real use; tests that kill backups shorten it.
 	checkpointInterval time.Duration
@@ -52,6 +55,8 @@ func newRepoBackupCmd(f *repoFlags) *cobra.Command {
 	cmd.Flags().StringArrayVar(&o.excludes, "exclude", nil, "leave out paths matching this glob, relative to PATH: *.tmp at any depth, cache/** from the root (repeatable)")
 	cmd.Flags().StringVar(&o.host, "host", host, "host name recorded in the snapshot")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the result as one JSON object")
+	cmd.Flags().StringVar(&o.memoryLimit, "memory-limit", "auto",
+		"memory the backup should stay within, such as 512Mi: a quarter of it bounds the in-memory index, which is paged to --cache-dir beyond that (auto: the cgroup's limit; 0: none)")
 	cmd.Flags().DurationVar(&o.checkpointInterval, "checkpoint-interval", 5*time.Minute,
 		"how often the data stored so far is indexed, so that a retry of a killed backup reuses it")
 	_ = cmd.Flags().MarkHidden("checkpoint-interval")
@@ -93,6 +98,11 @@ func (o *repoBackupOptions) run(ctx context.Context, path string, out, errOut io
 	if o.checkpointInterval <= 0 {
 		return fmt.Errorf("--checkpoint-interval %v: want a positive duration such as 5m", o.checkpointInterval)
 	}
+	limit, err := parseMemoryLimit(o.memoryLimit, cgroupMemoryFiles)
+	if err != nil {
+		return err
+	}
+	o.indexPaging = index.Paging{Budget: repo.IndexBudget(limit), Dir: o.cacheDir}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return err

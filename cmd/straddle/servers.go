@@ -28,6 +28,8 @@ import (
 	"github.com/straddle-io/straddle/controller/resources"
 	"github.com/straddle-io/straddle/deploy"
 	nodeagent "github.com/straddle-io/straddle/node-agent"
+	"github.com/straddle-io/straddle/repo"
+	"github.com/straddle-io/straddle/repo/index"
 	"github.com/straddle-io/straddle/repo/prune"
 )
 
@@ -297,6 +299,8 @@ type nodeAgentOptions struct {
 	pruneMaxWait time.Duration
 	// heartbeatInterval is how often a running maintenance run says so in its BackupRepository.
 	heartbeatInterval time.Duration
+	// memoryLimit bounds the repository indexes held in memory (parseMemoryLimit).
+	memoryLimit string
 }
 
 func newNodeAgentCmd() *cobra.Command {
@@ -316,6 +320,8 @@ func newNodeAgentCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&o.pruneMaxWait, "prune-max-wait", prune.DefaultMaxWait, "how long a repository prune waits for running backups before it deletes nothing and is postponed")
 	cmd.Flags().DurationVar(&o.heartbeatInterval, "maintenance-heartbeat-interval", nodeagent.DefaultHeartbeatInterval,
 		"how often a running prune or check says so in its BackupRepository (keep it several times under the controller's --maintenance-stale-after)")
+	cmd.Flags().StringVar(&o.memoryLimit, "memory-limit", "auto",
+		"memory the agent should stay within, such as 512Mi: a quarter of it, shared by the --concurrency volumes, bounds the repository indexes in memory; beyond that they are paged to temporary files (auto: the container's cgroup limit; 0: none)")
 	return cmd
 }
 
@@ -331,6 +337,15 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	}
 	if o.heartbeatInterval <= 0 {
 		return fmt.Errorf("--maintenance-heartbeat-interval %s must be positive", o.heartbeatInterval)
+	}
+	limit, err := parseMemoryLimit(o.memoryLimit, cgroupMemoryFiles)
+	if err != nil {
+		return err
+	}
+	// Each volume being worked on opens its own repository: they share the budget.
+	paging := index.Paging{Budget: repo.IndexBudget(limit) / int64(o.concurrency)}
+	if limit > 0 {
+		paging.Budget = max(1, paging.Budget)
 	}
 	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
@@ -355,6 +370,7 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 		NodeName:    o.nodeName,
 		Namespace:   o.namespace,
 		HostPodsDir: o.hostPodsDir,
+		IndexPaging: paging,
 		Metrics:     m,
 	}
 	if err := pvbs.SetupWithManager(mgr, o.concurrency); err != nil {
@@ -368,6 +384,7 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 		NodeName:    o.nodeName,
 		Namespace:   o.namespace,
 		HostPodsDir: o.hostPodsDir,
+		IndexPaging: paging,
 		Metrics:     m,
 	}
 	// Restores have their own limit of the same size: a restored pod waits for its data, and must not

@@ -422,8 +422,14 @@ func (b *backup) statEntries(path string, old *tree.Tree) (*dirJob, error) {
 	slices.Sort(names)
 	fd := int(d.Fd())
 	dj := &dirJob{nodes: make([]tree.Node, len(names)), skip: make([]bool, len(names))}
+	// Without patterns no path is excluded: skip building each entry's relative path (a million files'
+	// unchanged backup spent 5% of its CPU there).
+	excluding := len(b.excl.Patterns()) > 0
 	for i, name := range names {
-		rel := b.relPath(path, name)
+		rel := ""
+		if excluding {
+			rel = b.relPath(path, name)
+		}
 		// Excluded by name alone: not even stat'ed, so an unreadable excluded entry is no warning.
 		if b.excl.Excluded(rel, false) {
 			dj.skip[i] = true

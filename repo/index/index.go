@@ -1,6 +1,7 @@
 package index
 
 import (
+	"os"
 	"slices"
 	"sync"
 
@@ -34,6 +35,9 @@ type table struct {
 	runs    [][]entry
 	pending []entry
 	pendMap map[id.ID]int32
+	// paged holds the loaded index on disk when it did not fit its memory budget (see Paging); blobs added
+	// later go to runs and pending as usual.
+	paged *pagedRun
 }
 
 // Index maps blob IDs to their place in packs. It is safe for concurrent use.
@@ -116,23 +120,68 @@ func (x *Index) Len(t pack.BlobType) int {
 	for _, r := range x.tables[t].runs {
 		n += len(r)
 	}
+	if p := x.tables[t].paged; p != nil {
+		n += p.n
+	}
 	return n
 }
 
-// Each calls fn for every indexed blob until fn returns false.
-func (x *Index) Each(fn func(t pack.BlobType, blobID id.ID, e Entry) bool) {
+// Paged reports whether part of the index lives in sorted files on disk rather than in memory.
+func (x *Index) Paged() bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for t := range x.tables {
+		if x.tables[t].paged != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Close releases the files of a paged index; an index in memory needs no Close.
+func (x *Index) Close() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var first error
+	for t := range x.tables {
+		if p := x.tables[t].paged; p != nil {
+			if err := p.close(); err != nil && first == nil {
+				first = err
+			}
+			x.tables[t].paged = nil
+		}
+	}
+	return first
+}
+
+// Each calls fn for every indexed blob until fn returns false. It fails only when a paged index cannot be
+// read back from its cache file.
+func (x *Index) Each(fn func(t pack.BlobType, blobID id.ID, e Entry) bool) error {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for t := range x.tables {
 		tb := &x.tables[t]
+		call := func(e entry) bool {
+			return fn(pack.BlobType(t), e.id, Entry{Pack: x.packs[e.pack], Offset: e.offset, Length: e.length, RawLength: e.rawLength})
+		}
 		for _, run := range append(slices.Clone(tb.runs), tb.pending) {
 			for _, e := range run {
-				if !fn(pack.BlobType(t), e.id, Entry{Pack: x.packs[e.pack], Offset: e.offset, Length: e.length, RawLength: e.rawLength}) {
-					return
+				if !call(e) {
+					return nil
 				}
 			}
 		}
+		if tb.paged != nil {
+			stopped := false
+			if err := tb.paged.each(func(e entry) bool { stopped = !call(e); return !stopped }); err != nil {
+				return err
+			}
+			if stopped {
+				return nil
+			}
+		}
 	}
+	return nil
 }
 
 func (t *table) find(blobID id.ID) (entry, bool) {
@@ -144,6 +193,9 @@ func (t *table) find(blobID id.ID) (entry, bool) {
 		if ok {
 			return run[i], true
 		}
+	}
+	if t.paged != nil {
+		return t.paged.find(blobID)
 	}
 	return entry{}, false
 }
@@ -200,14 +252,21 @@ func mergeRuns(older, newer []entry) []entry {
 }
 
 // Builder loads many index files at once: it collects every entry, then sorts once, which is much faster than
-// adding blob by blob.
+// adding blob by blob. With a Paging budget it spills sorted runs to disk instead of growing past it.
 type Builder struct {
 	x       *Index
 	entries [pack.NumBlobTypes][]entry
+	paging  Paging
+	spilled [pack.NumBlobTypes][]*os.File
+	err     error
 }
 
-// NewBuilder starts an empty index.
+// NewBuilder starts an empty index that lives in memory.
 func NewBuilder() *Builder { return &Builder{x: New()} }
+
+// NewPagedBuilder starts an empty index that stays within p.Budget bytes of entries in memory, paging the
+// rest to sorted files in p.Dir. Finish builds it.
+func NewPagedBuilder(p Paging) *Builder { return &Builder{x: New(), paging: p} }
 
 // AddFile adds every pack of an index file.
 func (b *Builder) AddFile(f *File) {
@@ -219,9 +278,40 @@ func (b *Builder) AddFile(f *File) {
 			}
 		}
 	}
+	if b.paging.Budget > 0 && b.err == nil && b.buffered() > b.paging.Budget {
+		b.err = b.spill()
+	}
 }
 
-// Build sorts, drops duplicate blobs (keeping one location) and returns the index.
+// buffered is the memory the collected entries hold, counting the slices' spare capacity.
+func (b *Builder) buffered() int64 {
+	var n int64
+	for _, es := range b.entries {
+		n += int64(cap(es)) * EntryBytes
+	}
+	return n
+}
+
+// spill writes every type's collected entries as a sorted run to disk and empties the buffers.
+func (b *Builder) spill() error {
+	for t, es := range b.entries {
+		if len(es) == 0 {
+			continue
+		}
+		sortEntries(es)
+		f, err := writeRun(b.paging.Dir, es)
+		if err != nil {
+			return err
+		}
+		b.spilled[t] = append(b.spilled[t], f)
+		// A fresh, smaller buffer: keeping the old one would hold its capacity against the budget.
+		b.entries[t] = nil
+	}
+	return nil
+}
+
+// Build sorts, drops duplicate blobs (keeping one location) and returns the in-memory index. Use Finish for a
+// builder made by NewPagedBuilder.
 func (b *Builder) Build() *Index {
 	for t, es := range b.entries {
 		if len(es) == 0 {
@@ -229,9 +319,52 @@ func (b *Builder) Build() *Index {
 		}
 		sortEntries(es)
 		es = slices.CompactFunc(es, func(a, b entry) bool { return a.id == b.id })
+		if cap(es)-len(es) > len(es)/64 {
+			// Append's growth leaves up to a quarter spare: give it back so the index holds 48 bytes a blob.
+			es = slices.Clone(es)
+		}
 		b.x.tables[t].runs = [][]entry{slices.Clip(es)}
+		b.entries[t] = nil
 	}
 	x := b.x
 	b.x = nil
 	return x
+}
+
+// Finish builds the index: in memory when it fit the budget, else paged (every type that spilled is merged
+// into one sorted file on disk). Close the index to release its files.
+func (b *Builder) Finish() (*Index, error) {
+	if b.err == nil {
+		for t := range b.spilled {
+			if len(b.spilled[t]) > 0 && len(b.entries[t]) > 0 {
+				sortEntries(b.entries[t])
+				var f *os.File
+				if f, b.err = writeRun(b.paging.Dir, b.entries[t]); b.err != nil {
+					break
+				}
+				b.spilled[t] = append(b.spilled[t], f)
+				b.entries[t] = nil
+			}
+		}
+	}
+	for t := range b.spilled {
+		if len(b.spilled[t]) == 0 {
+			continue
+		}
+		if b.err == nil {
+			b.x.tables[t].paged, b.err = mergeRunFiles(b.paging.Dir, b.spilled[t])
+		} else {
+			for _, f := range b.spilled[t] {
+				f.Close()
+			}
+		}
+		b.spilled[t] = nil
+	}
+	if b.err != nil {
+		x := b.x
+		b.x = nil
+		_ = x.Close()
+		return nil, b.err
+	}
+	return b.Build(), nil
 }

@@ -41,7 +41,7 @@ type options struct {
 	sets, storages          []string
 	runs                    int
 	work, out               string
-	keep                    bool
+	keep, prepareOnly       bool
 }
 
 func main() {
@@ -51,7 +51,7 @@ func main() {
 	flag.StringVar(&o.restic, "restic", "restic", "path of the restic binary")
 	flag.StringVar(&o.compression, "compression", "", "straddle's compression level (default: straddle's own default)")
 	flag.Float64Var(&o.scale, "scale", 1, "scale of the data sets (0.1 for a quick run)")
-	flag.StringVar(&sets, "sets", "small,mix", "data sets to run")
+	flag.StringVar(&sets, "sets", "small,mix", "data sets to run (small, mix, files1m), and scale rows: index (10M blobs), snapshots (2,000)")
 	var storages string
 	flag.StringVar(&storages, "storage", "dir", "where the repositories live: dir (a local directory), minio (a MinIO server on 127.0.0.1), or both: dir,minio")
 	flag.StringVar(&o.minio, "minio", "bin/minio", "path of the minio binary, for -storage minio")
@@ -59,6 +59,7 @@ func main() {
 	flag.StringVar(&o.work, "work", "bench/out", "working directory for data and repositories")
 	flag.StringVar(&o.out, "out", "", "also write the tables to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep repositories and restores")
+	flag.BoolVar(&o.prepareOnly, "prepare", false, "only generate the data sets (kept in the work directory for later runs), measure nothing")
 	flag.Parse()
 	o.sets = strings.Split(sets, ",")
 	o.storages = strings.Split(storages, ",")
@@ -155,14 +156,27 @@ func run(ctx context.Context, o options) error {
 	fmt.Fprintf(&report, "Machine: %d CPUs, %s; %s; %s; scale %g; straddle compression %q, restic compression auto.\n\n",
 		runtime.NumCPU(), memTotal(), version(o.straddle, "--version"), version(o.restic, "version"), o.scale, cmp.Or(o.compression, "fastest"))
 	for _, name := range o.sets {
+		if row, ok := scaleRows[name]; ok {
+			if o.prepareOnly {
+				continue
+			}
+			logf("%s", name)
+			if err := row(ctx, &report, o, work); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			continue
+		}
 		spec, ok := dataset.Specs[name]
 		if !ok {
-			return fmt.Errorf("unknown data set %q", name)
+			return fmt.Errorf("unknown data set %q (data sets: small, mix, files1m; scale rows: index, snapshots)", name)
 		}
 		spec = spec.Scaled(o.scale)
 		pristine, size, err := prepare(work, spec)
 		if err != nil {
 			return err
+		}
+		if o.prepareOnly {
+			continue
 		}
 		for _, st := range o.storages {
 			var res [2][]result
@@ -312,7 +326,7 @@ func measure(ctx context.Context, work string, spec dataset.Spec, pristine strin
 	if r.unchanged, err = execute(ctx, env, t.backup(repo, src), server); err != nil {
 		return r, err
 	}
-	if _, err := dataset.Mutate(src, spec, seed, 0.03); err != nil {
+	if _, err := dataset.Mutate(src, spec, seed, spec.Changed()); err != nil {
 		return r, err
 	}
 	if r.changed, err = execute(ctx, env, t.backup(repo, src), server); err != nil {
@@ -447,10 +461,18 @@ func table(w io.Writer, spec dataset.Spec, storage string, size int64, runs int,
 	rate := func(p phase, bytes int64) float64 { return float64(bytes) / 1e6 / p.seconds }
 	fmt.Fprintf(w, "| first backup, MB/s | %.0f | %.0f | %.2f× faster |\n", rate(s.first, size), rate(r.first, size), r.first.seconds/s.first.seconds)
 	fmt.Fprintf(w, "| unchanged incremental, s | %.2f | %.2f | %.2f× faster |\n", s.unchanged.seconds, r.unchanged.seconds, r.unchanged.seconds/s.unchanged.seconds)
-	fmt.Fprintf(w, "| changed incremental (3%% of files), s | %.2f | %.2f | %.2f× faster |\n", s.changed.seconds, r.changed.seconds, r.changed.seconds/s.changed.seconds)
+	fmt.Fprintf(w, "| changed incremental (%g%% of files), s | %.2f | %.2f | %.2f× faster |\n", spec.Changed()*100, s.changed.seconds, r.changed.seconds, r.changed.seconds/s.changed.seconds)
 	fmt.Fprintf(w, "| restore, MB/s | %.0f | %.0f | %.2f× faster |\n", rate(s.restore, s.restored), rate(r.restore, r.restored), r.restore.seconds/s.restore.seconds)
 	fmt.Fprintf(w, "| bytes stored, MB | %.1f | %.1f | %.3f× (lower is better) |\n", float64(s.stored)/1e6, float64(r.stored)/1e6, float64(s.stored)/float64(r.stored))
 	fmt.Fprintf(w, "| peak RSS, MiB | %d | %d | %.2f× (lower is better) |\n", s.peakRSS()/1024, r.peakRSS()/1024, float64(s.peakRSS())/float64(r.peakRSS()))
+	for _, p := range []struct {
+		name string
+		s, r phase
+	}{{"first backup", s.first, r.first}, {"unchanged incremental", s.unchanged, r.unchanged}, {"changed incremental", s.changed, r.changed}, {"restore", s.restore, r.restore}} {
+		fmt.Fprintf(w, "| peak RSS of the %s, MiB | %d | %d | %.2f× (lower is better) |\n", p.name, p.s.rssKiB/1024, p.r.rssKiB/1024, float64(p.s.rssKiB)/float64(p.r.rssKiB))
+	}
+	fmt.Fprintf(w, "| CPU time (user+system) of first / unchanged / changed / restore, s | %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %.1f / %.1f | |\n",
+		s.first.cpu, s.unchanged.cpu, s.changed.cpu, s.restore.cpu, r.first.cpu, r.unchanged.cpu, r.changed.cpu, r.restore.cpu)
 	if storage == "minio" {
 		fmt.Fprintf(w, "| MinIO's CPU over the four phases, s | %.1f | %.1f | %.2f× (lower is better) |\n", s.serverCPU(), r.serverCPU(), s.serverCPU()/r.serverCPU())
 	}
