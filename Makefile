@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run under the race detector (everything; the engine runs goroutines throughout).
 UNIT_PKGS := ./...
 
-.PHONY: all build images test test-unit test-integration test-e2e lint fmt vet staticcheck bench demo demo-repo fuzz clean generate verify-generated
+.PHONY: all build images test test-unit test-integration test-e2e lint fmt vet staticcheck bench bench-controller demo demo-repo fuzz clean generate verify-generated
 
 all: build
 
@@ -133,6 +133,15 @@ comma := ,
 bench: build $(if $(findstring minio,$(BENCH_STORAGE)),$(BIN)/minio)
 	@command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic; }
 	$(GO) run ./bench/cmd/straddle-bench -straddle $(BIN)/straddle -minio $(BIN)/minio -scale $(BENCH_SCALE) -sets $(BENCH_SETS) -storage $(BENCH_STORAGE) -runs $(BENCH_RUNS) -out bench/out/results-$(BENCH_SCALE)-$(subst $(comma),-,$(BENCH_STORAGE)).md
+
+## bench-controller runs a freshly built `straddle controller` against envtest's kube-apiserver and etcd with
+## BENCH_PODS pods on 50 nodes (three volumes each) and prints time to every PodVolumeBackup, API requests per
+## volume, CPU and peak RSS (bench/cmd/controller-bench; about 3 minutes on an idle 2-core machine).
+BENCH_PODS ?= 1000
+bench-controller: $(BIN)/kube-apiserver $(BIN)/etcd
+	@mkdir -p bench/out
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o bench/out/straddle ./cmd/straddle
+	$(GO) run ./bench/cmd/controller-bench -straddle bench/out/straddle -assets $(BIN) -pods $(BENCH_PODS) -out bench/out/results-controller.md
 
 ## demo runs the seed scenario on a local control plane (test/demo): kube-apiserver and etcd, `straddle install`
 ## against a filesystem location in a temporary folder (STORAGE=minio: a MinIO server), the controller, two

@@ -45,8 +45,8 @@ const ConditionVolumesPlanned = "VolumesPlanned"
 // and stored objects.
 type BackupReconciler struct {
 	Client client.Client
-	// APIReader reads Secrets and counts the volumes in flight, uncached: the cache holds no Secrets, and a
-	// cache that lags behind the PodVolumeBackups just created would let the cap be exceeded.
+	// APIReader reads Secrets uncached (the cache holds none), and the backup's own PodVolumeBackups while
+	// it plans, so a cache that lags behind those just created never makes a backup finish early.
 	APIReader client.Reader
 	Clock     clock.PassiveClock
 	Events    events.EventRecorder
@@ -69,6 +69,8 @@ type BackupReconciler struct {
 	// reported remembers the PodVolumeBackups whose end was announced as an event, so each is announced once
 	// per controller process.
 	reported sync.Map
+	// created holds the PodVolumeBackups this process created that its cache may not show yet, for the cap.
+	created createdNotCached
 }
 
 // SetupWithManager registers the reconciler. PodVolumeBackups are mapped to their Backup by the backup label,

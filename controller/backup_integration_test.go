@@ -82,6 +82,8 @@ type testEnv struct {
 	loc  *v1.BackupStorageLocation
 	rec  *BackupReconciler
 	stop func()
+	// managerConfig, when set, is what the next startController talks to the API server with.
+	managerConfig *rest.Config
 }
 
 func randomName(prefix string) string {
@@ -122,7 +124,11 @@ func (e *testEnv) startController(tune func(*BackupReconciler)) (stop func()) {
 	t := e.t
 	t.Helper()
 	inInstall := cache.ByObject{Namespaces: map[string]cache.Config{e.ns: {}}}
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+	cfg := restConfig
+	if e.managerConfig != nil {
+		cfg = e.managerConfig
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,11 +70,22 @@ func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Bac
 		}
 		parents[pv.Namespace] = snaps
 	}
+	// Each pod's hooks run here, one pod after another (their outcomes go into b's status); its
+	// PodVolumeBackups are then created by the workers while the next pod's hooks run.
+	creates, cctx := errgroup.WithContext(ctx)
+	creates.SetLimit(createWorkers)
+	// The workers' events name this copy: b itself changes as hooks record their outcomes.
+	owner := b.DeepCopy()
 	hookFailures := map[string]string{}
 	for _, pv := range batch {
+		if cctx.Err() != nil {
+			// A create failed: run no more pods' hooks for volumes that would not be created now.
+			break
+		}
 		failure, ran := hookFailures[pv.PodUID]
 		if !ran {
 			if failure, err = r.preHooks(ctx, b, pv); err != nil {
+				_ = creates.Wait()
 				return 0, nil, "", err
 			}
 			hookFailures[pv.PodUID] = failure
@@ -82,24 +96,39 @@ func (r *BackupReconciler) createPodVolumeBackups(ctx context.Context, b *v1.Bac
 			delete(pvb.Labels, v1.NodeLabel)
 		}
 		if err := controllerutil.SetControllerReference(b, pvb, r.Client.Scheme()); err != nil {
+			_ = creates.Wait()
 			return 0, nil, "", fmt.Errorf("own PodVolumeBackup %s: %w", pvb.Name, err)
 		}
-		err := r.Client.Create(ctx, pvb)
-		if apierrors.IsAlreadyExists(err) {
-			// Created by an earlier reconcile that the cache has not shown yet.
-			continue
-		}
-		if err != nil {
-			return 0, nil, "", fmt.Errorf("create PodVolumeBackup %s: %w", pvb.Name, err)
-		}
-		parent := pvb.Spec.ParentSnapshotID
-		if parent == "" {
-			parent = "none"
-		}
-		r.Events.Eventf(b, pvb, corev1.EventTypeNormal, "VolumeQueued", "BackupVolume", "PodVolumeBackup %s for volume %s of pod %s/%s on node %s (parent snapshot %s)",
-			pvb.Name, pv.Volume, pv.Namespace, pv.Pod, pv.Node, parent)
+		creates.Go(func() error { return r.createPodVolumeBackup(cctx, owner, pv, pvb) })
+	}
+	if err := creates.Wait(); err != nil {
+		return 0, nil, "", err
 	}
 	return len(pending) - len(batch), waiting, "", nil
+}
+
+// createWorkers is how many PodVolumeBackups are created at once: one at a time, a thousand-pod backup waits
+// out a thousand round trips; the API server's priority and fairness queues what more would send.
+const createWorkers = 16
+
+// createPodVolumeBackup creates one PodVolumeBackup and announces it on its backup.
+func (r *BackupReconciler) createPodVolumeBackup(ctx context.Context, b *v1.Backup, pv PlannedVolume, pvb *v1.PodVolumeBackup) error {
+	err := r.Client.Create(ctx, pvb)
+	if apierrors.IsAlreadyExists(err) {
+		// Created by an earlier reconcile that the cache has not shown yet.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create PodVolumeBackup %s: %w", pvb.Name, err)
+	}
+	r.created.add(pvb.Name, r.Clock.Now())
+	parent := pvb.Spec.ParentSnapshotID
+	if parent == "" {
+		parent = "none"
+	}
+	r.Events.Eventf(b, pvb, corev1.EventTypeNormal, "VolumeQueued", "BackupVolume", "PodVolumeBackup %s for volume %s of pod %s/%s on node %s (parent snapshot %s)",
+		pvb.Name, pv.Volume, pv.Namespace, pv.Pod, pv.Node, parent)
+	return nil
 }
 
 // preHooks runs the pre hooks of pv's pod (once per pod: their outcomes are in the status) and returns why
@@ -117,21 +146,57 @@ func (r *BackupReconciler) preHooks(ctx context.Context, b *v1.Backup, pv Planne
 	return r.runPreHooks(ctx, b, &pod)
 }
 
-// room is how many more PodVolumeBackups may start under the cluster-wide cap. It reads the API server, not
-// the cache, so PodVolumeBackups created a moment ago are counted; and this controller reconciles one Backup
-// at a time, so two backups never take the same room.
+// room is how many more PodVolumeBackups may start under the cluster-wide cap. It counts from the cache, plus
+// the PodVolumeBackups this process created that the cache does not show yet, so one created a moment ago is
+// counted; and this controller reconciles one Backup at a time, so two backups never take the same room. A
+// list from the API server instead would read every PodVolumeBackup of every retained backup on each reconcile
+// (docs/scaling.md).
 func (r *BackupReconciler) room(ctx context.Context) (int, error) {
 	var all v1.PodVolumeBackupList
-	if err := r.APIReader.List(ctx, &all, client.InNamespace(r.Namespace)); err != nil {
+	if err := r.Client.List(ctx, &all, client.InNamespace(r.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return 0, fmt.Errorf("count PodVolumeBackups in flight: %w", err)
 	}
 	inFlight := 0
+	cached := make(map[string]bool, len(all.Items))
 	for _, pvb := range all.Items {
+		cached[pvb.Name] = true
 		if !volumeTerminal(pvb.Status.Phase) {
 			inFlight++
 		}
 	}
+	inFlight += r.created.unseen(cached, r.Clock.Now())
 	return r.maxInFlight() - inFlight, nil
+}
+
+// createdNotCached remembers the PodVolumeBackups this process created until its cache shows them.
+type createdNotCached struct {
+	mu    sync.Mutex
+	names map[string]time.Time
+}
+
+// notCachedFor bounds how long a created PodVolumeBackup counts without the cache showing it: one deleted
+// before the cache saw it would otherwise hold its room forever.
+const notCachedFor = time.Minute
+
+func (c *createdNotCached) add(name string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names == nil {
+		c.names = map[string]time.Time{}
+	}
+	c.names[name] = at
+}
+
+// unseen forgets the names the cache shows now (or that are too old to wait for) and counts the rest.
+func (c *createdNotCached) unseen(cached map[string]bool, now time.Time) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, at := range c.names {
+		if cached[name] || now.Sub(at) > notCachedFor {
+			delete(c.names, name)
+		}
+	}
+	return len(c.names)
 }
 
 func volumeTerminal(p v1.VolumePhase) bool {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"testing"
+	"time"
 
 	"github.com/straddle-io/straddle/controller/bsl"
 	"github.com/straddle-io/straddle/repo/id"
@@ -34,5 +35,27 @@ func TestParentFor(t *testing.T) {
 				t.Errorf("parent %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestCreatedNotCachedCountsUntilTheCacheShowsThem(t *testing.T) {
+	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	var c createdNotCached
+	c.add("a", start)
+	c.add("b", start)
+	c.add("c", start.Add(30*time.Second))
+	if got := c.unseen(map[string]bool{}, start.Add(time.Second)); got != 3 {
+		t.Errorf("none cached: %d unseen, want 3", got)
+	}
+	if got := c.unseen(map[string]bool{"a": true}, start.Add(time.Second)); got != 2 {
+		t.Errorf("a cached: %d unseen, want 2", got)
+	}
+	// a was forgotten once seen: a later cache without it (deleted since) does not count it again.
+	if got := c.unseen(map[string]bool{}, start.Add(time.Second)); got != 2 {
+		t.Errorf("a deleted after it was seen: %d unseen, want 2", got)
+	}
+	// b was never seen (deleted before the cache caught up): it stops holding room after notCachedFor.
+	if got := c.unseen(map[string]bool{}, start.Add(notCachedFor+time.Second)); got != 1 {
+		t.Errorf("after %s: %d unseen, want 1 (c)", notCachedFor, got)
 	}
 }
