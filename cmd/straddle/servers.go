@@ -362,6 +362,10 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if err := pvrs.SetupWithManager(mgr, o.concurrency); err != nil {
 		return err
 	}
+	cleanup := &nodeagent.MarkerCleanupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), NodeName: o.nodeName, HostPodsDir: o.hostPodsDir}
+	if err := cleanup.SetupWithManager(mgr); err != nil {
+		return err
+	}
 	mm, err := nodeagent.NewMaintenanceMetrics(metrics.Registry)
 	if err != nil {
 		return err
