@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -87,22 +88,35 @@ func appStarted(pod *corev1.Pod) bool {
 	return false
 }
 
-// removeMarkerDir removes MarkerDir at the volume root dir if it holds the marker of restore uid. Through
-// an os.Root, so a MarkerDir swapped for a symlink by the app is never followed out of the volume.
+// removeMarkerDir removes MarkerDir at the volume root dir if it holds the marker of restore uid, or
+// nothing: a helper that cannot remove the folder (its parent is not writable to it) still empties it, the
+// folder being world-writable. Through an os.Root, so a MarkerDir swapped for a symlink by the app is never
+// followed out of the volume.
 func removeMarkerDir(dir, uid string) (bool, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return false, err
 	}
 	defer root.Close()
-	fi, err := root.Lstat(MarkerDir + "/" + uid)
-	if errors.Is(err, fs.ErrNotExist) || err == nil && !fi.Mode().IsRegular() {
+	fi, err := root.Lstat(MarkerDir)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && !fi.IsDir() {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	if err := root.RemoveAll(MarkerDir); err != nil {
+	fi, err = root.Lstat(MarkerDir + "/" + uid)
+	switch {
+	case err == nil && fi.Mode().IsRegular():
+		return true, root.RemoveAll(MarkerDir)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return false, err
+	}
+	// Not this restore's marker: only an empty folder goes (Remove fails on one that is not).
+	if err := root.Remove(MarkerDir); err != nil {
+		if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+			return false, nil
+		}
 		return false, err
 	}
 	return true, nil

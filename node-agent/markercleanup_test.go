@@ -20,6 +20,9 @@ func TestRemoveMarkerDirOnlyWithTheRestoresMarker(t *testing.T) {
 	if removed, err := removeMarkerDir(dir, "this-restore"); removed || err != nil {
 		t.Fatalf("removed %v, %v without the marker", removed, err)
 	}
+	if _, err := os.Stat(filepath.Join(dir, MarkerDir, "other-restore")); err != nil {
+		t.Fatalf("a folder without the marker lost its file: %v", err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, MarkerDir, "this-restore"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +34,16 @@ func TestRemoveMarkerDirOnlyWithTheRestoresMarker(t *testing.T) {
 	}
 	if removed, err := removeMarkerDir(dir, "this-restore"); removed || err != nil {
 		t.Errorf("second removal: %v, %v", removed, err)
+	}
+	// The helper emptied the folder but could not remove it.
+	if err := os.Mkdir(filepath.Join(dir, MarkerDir), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := removeMarkerDir(dir, "this-restore"); !removed || err != nil {
+		t.Fatalf("removed %v, %v an empty marker folder", removed, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, MarkerDir)); !os.IsNotExist(err) {
+		t.Errorf("empty marker folder still there: %v", err)
 	}
 	// A marker folder swapped for a symlink is not followed.
 	outside := t.TempDir()
