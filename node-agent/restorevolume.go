@@ -183,7 +183,7 @@ func explainWriteError(err error, dir string) error {
 	case errors.Is(err, syscall.EROFS):
 		return fmt.Errorf("the volume at %s is read-only: %w", dir, err)
 	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("permission denied writing the volume at %s (does the node-agent run privileged, as root?): %w", dir, err)
+		return fmt.Errorf("permission denied writing the volume at %s (does the node-agent run as root with its capabilities, or privileged where SELinux needs it?): %w", dir, err)
 	}
 	return err
 }
