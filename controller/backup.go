@@ -57,6 +57,9 @@ type BackupReconciler struct {
 	Namespace string
 	// DefaultVolumesToFsBackup is the install's default for Backups that do not set it.
 	DefaultVolumesToFsBackup bool
+	// DefaultExcludedVolumes are volume names default-all leaves out unless a pod's opt-in annotation names
+	// them (VolumeDefaults.Excluded).
+	DefaultExcludedVolumes []string
 	// MaxVolumesInFlight caps unfinished PodVolumeBackups cluster-wide (DefaultMaxVolumesInFlight if zero).
 	MaxVolumesInFlight int
 	// CapacityPoll is how soon a backup held back by the cap looks again (DefaultCapacityPoll if zero).

@@ -239,7 +239,7 @@ func (r *BackupReconciler) selectVolumes(ctx context.Context, b *v1.Backup) (Sel
 	if b.Spec.DefaultVolumesToFsBackup != nil {
 		defaultAll = *b.Spec.DefaultVolumesToFsBackup
 	}
-	return SelectVolumes(pods, pvcs, defaultAll), nil
+	return SelectVolumes(pods, pvcs, VolumeDefaults{All: defaultAll, Excluded: r.DefaultExcludedVolumes}), nil
 }
 
 // selectedNamespaces lists the existing namespaces the backup takes, sorted.

@@ -30,7 +30,7 @@ func TestSkipReasonCoversEveryReasonTheSelectionGives(t *testing.T) {
 			t.Errorf("SkipReason(%q) = %q, want %q", reason, got, want)
 		}
 	}
-	sel := SelectVolumes([]corev1.Pod{newPod("ns", "p").ann(AnnotationBackupVolumes, "data").emptyDir("data").phase(corev1.PodPending).pod}, nil, false)
+	sel := SelectVolumes([]corev1.Pod{newPod("ns", "p").ann(AnnotationBackupVolumes, "data").emptyDir("data").phase(corev1.PodPending).pod}, nil, VolumeDefaults{})
 	if len(sel.Skipped) != 1 || SkipReason(sel.Skipped[0]) != "podNotRunning" {
 		t.Errorf("a pod not running: skipped %+v", sel.Skipped)
 	}

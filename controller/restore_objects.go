@@ -2,15 +2,20 @@ package controller
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 )
 
 // DefaultRestorePriorities is the order resources are restored in (DESIGN §6), by archive resource name
@@ -134,16 +139,27 @@ func finishedPod(resource string, obj *unstructured.Unstructured) string {
 // is in place (contract with the restore helper, DESIGN §8).
 const RestoreWaitContainer = "restore-wait"
 
-// RestoreHelperConfigMap holds the restore-wait container's image and resources, in the install namespace.
+// RestoreHelperConfigMap holds the restore-wait container's image, resources and security settings, in the
+// install namespace.
 const RestoreHelperConfigMap = "straddle-restore-helper"
 
 // RestoreHelperMountRoot is where restore-wait sees each restored volume, as <root>/<volume>.
 const RestoreHelperMountRoot = "/restores"
 
-// RestoreHelper is the restore-wait container's image and resources, as the ConfigMap gives them.
+// RestoreHelperUID is the user restore-wait runs as unless the ConfigMap says otherwise: not root, and not a
+// user an image is likely to give its app (the distroless images' "nonroot").
+const RestoreHelperUID = 65532
+
+// RestoreHelper is the restore-wait container's image, resources and security settings, as the ConfigMap
+// gives them.
 type RestoreHelper struct {
 	Image                                            string
 	CPURequest, MemoryRequest, CPULimit, MemoryLimit string
+	// SecurityContext is the container's; nil means DefaultRestoreHelperSecurityContext.
+	SecurityContext *corev1.SecurityContext
+	// ImagePullSecrets are added to the restored pod's spec.imagePullSecrets, for a helper image in a
+	// private registry.
+	ImagePullSecrets []string
 }
 
 // DefaultRestoreHelper is used for keys the ConfigMap lacks (or when there is no ConfigMap).
@@ -155,12 +171,27 @@ var DefaultRestoreHelper = RestoreHelper{
 	MemoryLimit:   "64Mi",
 }
 
-// RestoreHelperFromConfigMap reads the ConfigMap's keys (image, cpuRequest, memoryRequest, cpuLimit,
-// memoryLimit) over the defaults; cm may be nil.
-func RestoreHelperFromConfigMap(cm *corev1.ConfigMap) RestoreHelper {
+// DefaultRestoreHelperSecurityContext satisfies Pod Security "restricted": the helper only stats and removes
+// marker files, so it needs no privilege, no capability and no writable root.
+func DefaultRestoreHelperSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		RunAsUser:                ptr.To[int64](RestoreHelperUID),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// RestoreHelperFromConfigMap reads the ConfigMap's keys over the defaults; cm may be nil. Keys: image,
+// cpuRequest, memoryRequest, cpuLimit, memoryLimit; securityContext (a YAML SecurityContext replacing the
+// default one), runAsUser and runAsGroup (set on top of it), imagePullSecrets (comma-separated Secret names).
+// A value that cannot be used is an error naming its key, so a restore fails before it creates anything.
+func RestoreHelperFromConfigMap(cm *corev1.ConfigMap) (RestoreHelper, error) {
 	h := DefaultRestoreHelper
 	if cm == nil {
-		return h
+		return h, nil
 	}
 	for key, field := range map[string]*string{"image": &h.Image, "cpuRequest": &h.CPURequest, "memoryRequest": &h.MemoryRequest,
 		"cpuLimit": &h.CPULimit, "memoryLimit": &h.MemoryLimit} {
@@ -168,7 +199,45 @@ func RestoreHelperFromConfigMap(cm *corev1.ConfigMap) RestoreHelper {
 			*field = v
 		}
 	}
-	return h
+	bad := func(key string, err error) (RestoreHelper, error) {
+		return RestoreHelper{}, fmt.Errorf("ConfigMap %s/%s key %s: %w", cm.Namespace, RestoreHelperConfigMap, key, err)
+	}
+	for key, v := range map[string]string{"cpuRequest": h.CPURequest, "memoryRequest": h.MemoryRequest, "cpuLimit": h.CPULimit, "memoryLimit": h.MemoryLimit} {
+		if _, err := resource.ParseQuantity(v); err != nil {
+			return bad(key, fmt.Errorf("%q is not a resource quantity", v))
+		}
+	}
+	sc := DefaultRestoreHelperSecurityContext()
+	if v := strings.TrimSpace(cm.Data["securityContext"]); v != "" {
+		sc = &corev1.SecurityContext{}
+		if err := yaml.UnmarshalStrict([]byte(v), sc); err != nil {
+			return bad("securityContext", fmt.Errorf("not a container securityContext in YAML: %w", err))
+		}
+	}
+	for key, field := range map[string]**int64{"runAsUser": &sc.RunAsUser, "runAsGroup": &sc.RunAsGroup} {
+		v := strings.TrimSpace(cm.Data[key])
+		if v == "" {
+			continue
+		}
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || id < 0 || id > math.MaxInt32 {
+			return bad(key, fmt.Errorf("%q is not a numeric ID from 0 to %d", v, math.MaxInt32))
+		}
+		*field = ptr.To(id)
+	}
+	if sc.RunAsNonRoot != nil && *sc.RunAsNonRoot && sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+		return bad("runAsUser", errors.New("0 is root, which runAsNonRoot refuses: the container would never start (give a securityContext without runAsNonRoot to run the helper as root)"))
+	}
+	h.SecurityContext = sc
+	for _, name := range splitList(cm.Data["imagePullSecrets"]) {
+		if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+			return bad("imagePullSecrets", fmt.Errorf("%q is not a Secret name: %s", name, strings.Join(errs, "; ")))
+		}
+		if !slices.Contains(h.ImagePullSecrets, name) {
+			h.ImagePullSecrets = append(h.ImagePullSecrets, name)
+		}
+	}
+	return h, nil
 }
 
 // Container builds restore-wait for a restore with this UID, mounting volumes at /restores/<volume>.
@@ -181,6 +250,10 @@ func (h RestoreHelper) Container(restoreUID string, volumes []string) (corev1.Co
 		}
 		quantities[key] = q
 	}
+	sc := h.SecurityContext
+	if sc == nil {
+		sc = DefaultRestoreHelperSecurityContext()
+	}
 	c := corev1.Container{
 		Name:    RestoreWaitContainer,
 		Image:   h.Image,
@@ -190,19 +263,42 @@ func (h RestoreHelper) Container(restoreUID string, volumes []string) (corev1.Co
 			Requests: corev1.ResourceList{corev1.ResourceCPU: quantities["cpuRequest"], corev1.ResourceMemory: quantities["memoryRequest"]},
 			Limits:   corev1.ResourceList{corev1.ResourceCPU: quantities["cpuLimit"], corev1.ResourceMemory: quantities["memoryLimit"]},
 		},
-		SecurityContext: &corev1.SecurityContext{
-			RunAsNonRoot:             ptr.To(true),
-			RunAsUser:                ptr.To[int64](65532),
-			ReadOnlyRootFilesystem:   ptr.To(true),
-			AllowPrivilegeEscalation: ptr.To(false),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
+		SecurityContext: sc.DeepCopy(),
 	}
 	for _, v := range volumes {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: v, MountPath: RestoreHelperMountRoot + "/" + v})
 	}
 	return c, nil
+}
+
+// Inject gives pod restore-wait for a restore with this UID over volumes (InjectRestoreWait), and the
+// helper's image pull secrets.
+func (h RestoreHelper) Inject(pod *unstructured.Unstructured, restoreUID string, volumes []string) error {
+	c, err := h.Container(restoreUID, volumes)
+	if err != nil {
+		return err
+	}
+	if err := InjectRestoreWait(pod, c); err != nil {
+		return err
+	}
+	return addImagePullSecrets(pod, h.ImagePullSecrets)
+}
+
+// addImagePullSecrets appends names to the pod's spec.imagePullSecrets, leaving out the ones it has.
+func addImagePullSecrets(pod *unstructured.Unstructured, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	refs, _, err := unstructured.NestedSlice(pod.Object, "spec", "imagePullSecrets")
+	if err != nil {
+		return fmt.Errorf("pod %s/%s: spec.imagePullSecrets: %w", pod.GetNamespace(), pod.GetName(), err)
+	}
+	for _, name := range names {
+		if !slices.ContainsFunc(refs, func(r any) bool { m, ok := r.(map[string]any); return ok && m["name"] == name }) {
+			refs = append(refs, map[string]any{"name": name})
+		}
+	}
+	return unstructured.SetNestedSlice(pod.Object, refs, "spec", "imagePullSecrets")
 }
 
 // InjectRestoreWait puts c first among the pod's init containers, replacing a restore-wait container the pod

@@ -75,7 +75,11 @@ func (r *RestoreReconciler) restoreResources(ctx context.Context, rs *v1.Restore
 	} else if err != nil {
 		return ctrl.Result{}, fmt.Errorf("read ConfigMap %s/%s: %w", r.Namespace, RestoreHelperConfigMap, err)
 	}
-	out := r.createObjects(ctx, rs, sb, RestoreHelperFromConfigMap(cmp))
+	helper, err := RestoreHelperFromConfigMap(cmp)
+	if err != nil {
+		return r.failRestore(ctx, rs, err.Error())
+	}
+	out := r.createObjects(ctx, rs, sb, helper)
 	err = r.updateStatus(ctx, rs, func(s *v1.RestoreStatus) bool {
 		if s.Phase != v1.PhaseInProgress || meta.IsStatusConditionTrue(s.Conditions, ConditionResourcesRestored) {
 			return false
@@ -250,11 +254,7 @@ func (r *RestoreReconciler) preparePod(rs *v1.Restore, pod *unstructured.Unstruc
 	if len(volumes) == 0 {
 		return nil, nil
 	}
-	c, err := helper.Container(string(rs.UID), volumes)
-	if err != nil {
-		return nil, err
-	}
-	if err := InjectRestoreWait(pod, c); err != nil {
+	if err := helper.Inject(pod, string(rs.UID), volumes); err != nil {
 		return nil, err
 	}
 	if err := labelRestoredPod(pod, rs, RestoredVolumes{RestoreUID: string(rs.UID), SourceNamespace: source, Volumes: chosen}); err != nil {

@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -136,19 +137,87 @@ func lookup(obj any, path string) (any, bool) {
 }
 
 func TestRestoreHelperFromConfigMap(t *testing.T) {
-	if got := RestoreHelperFromConfigMap(nil); got != DefaultRestoreHelper {
-		t.Errorf("no ConfigMap: %+v", got)
+	if got, err := RestoreHelperFromConfigMap(nil); err != nil || !reflect.DeepEqual(got, DefaultRestoreHelper) {
+		t.Errorf("no ConfigMap: %+v %v", got, err)
 	}
-	got := RestoreHelperFromConfigMap(&corev1.ConfigMap{Data: map[string]string{"image": "registry.local/helper:1", "memoryLimit": "32Mi"}})
+	cm := func(data map[string]string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "straddle", Name: RestoreHelperConfigMap}, Data: data}
+	}
+	got, err := RestoreHelperFromConfigMap(cm(map[string]string{"image": "registry.local/helper:1", "memoryLimit": "32Mi"}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := DefaultRestoreHelper
 	want.Image, want.MemoryLimit = "registry.local/helper:1", "32Mi"
-	if got != want {
+	want.SecurityContext = DefaultRestoreHelperSecurityContext()
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 	bad := DefaultRestoreHelper
 	bad.CPULimit = "lots"
 	if _, err := bad.Container("uid", nil); err == nil {
 		t.Error("a bad quantity was accepted")
+	}
+
+	// runAsUser and runAsGroup go on top of the default context, which stays restricted otherwise.
+	got, err = RestoreHelperFromConfigMap(cm(map[string]string{"runAsUser": "1000", "runAsGroup": " 2000 ", "imagePullSecrets": "regcred, other,regcred"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := got.SecurityContext
+	if *sc.RunAsUser != 1000 || *sc.RunAsGroup != 2000 || !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || sc.SeccompProfile == nil {
+		t.Errorf("security context %+v", sc)
+	}
+	if !slices.Equal(got.ImagePullSecrets, []string{"regcred", "other"}) {
+		t.Errorf("image pull secrets %q", got.ImagePullSecrets)
+	}
+	// securityContext replaces the default whole; runAsUser still wins over it.
+	got, err = RestoreHelperFromConfigMap(cm(map[string]string{"securityContext": "runAsUser: 0\nprivileged: true\n", "runAsGroup": "7"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc := got.SecurityContext; *sc.RunAsUser != 0 || !*sc.Privileged || *sc.RunAsGroup != 7 || sc.RunAsNonRoot != nil || sc.Capabilities != nil {
+		t.Errorf("security context %+v", sc)
+	}
+	c, err := got.Container("uid", nil)
+	if err != nil || !reflect.DeepEqual(c.SecurityContext, got.SecurityContext) || c.SecurityContext == got.SecurityContext {
+		t.Errorf("container's security context %+v (%v), want a copy of %+v", c.SecurityContext, err, got.SecurityContext)
+	}
+
+	for _, tc := range []struct{ key, value, want string }{
+		{"runAsUser", "nobody", "key runAsUser: \"nobody\" is not a numeric ID"},
+		{"runAsUser", "-1", "key runAsUser"},
+		{"runAsGroup", "1e3", "key runAsGroup"},
+		{"runAsUser", "0", "key runAsUser: 0 is root, which runAsNonRoot refuses"},
+		{"securityContext", "runAsUsr: 5", "key securityContext: not a container securityContext in YAML"},
+		{"securityContext", "runAsUser: [", "key securityContext"},
+		{"imagePullSecrets", "regcred,Bad_Name", "key imagePullSecrets: \"Bad_Name\" is not a Secret name"},
+		{"cpuRequest", "a lot", "key cpuRequest: \"a lot\" is not a resource quantity"},
+	} {
+		_, err := RestoreHelperFromConfigMap(cm(map[string]string{tc.key: tc.value}))
+		if err == nil || !strings.Contains(err.Error(), "ConfigMap straddle/straddle-restore-helper "+tc.want) {
+			t.Errorf("%s=%q: error %v, want one with %q", tc.key, tc.value, err, tc.want)
+		}
+	}
+}
+
+func TestInjectAddsImagePullSecretsOnce(t *testing.T) {
+	pod := decode(t, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"volumes":[{"name":"data"}],"containers":[{"name":"app"}],
+		"imagePullSecrets":[{"name":"app-cred"},{"name":"regcred"}]}}`)
+	h := DefaultRestoreHelper
+	h.ImagePullSecrets = []string{"regcred", "mirror"}
+	if err := h.Inject(pod, "uid", []string{"data"}); err != nil {
+		t.Fatal(err)
+	}
+	var p corev1.Pod
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(pod.Object, &p); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(p.Spec.ImagePullSecrets) != "[{app-cred} {regcred} {mirror}]" {
+		t.Errorf("imagePullSecrets %v", p.Spec.ImagePullSecrets)
+	}
+	if len(p.Spec.InitContainers) != 1 || p.Spec.InitContainers[0].Name != RestoreWaitContainer || *p.Spec.InitContainers[0].SecurityContext.RunAsUser != RestoreHelperUID {
+		t.Errorf("init containers %+v", p.Spec.InitContainers)
 	}
 }
 

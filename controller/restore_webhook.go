@@ -182,11 +182,13 @@ func (w *RestoreWaitWebhook) prepareReplacement(ctx context.Context, pod *unstru
 	} else if err != nil {
 		return false, "", fmt.Errorf("read ConfigMap %s/%s: %w", w.Namespace, RestoreHelperConfigMap, err)
 	}
-	c, err := RestoreHelperFromConfigMap(cmp).Container(string(rs.UID), volumes)
+	// A bad ConfigMap refuses the pod (its controller tries again) rather than start its app on a volume
+	// still being written; the error names the key to fix.
+	helper, err := RestoreHelperFromConfigMap(cmp)
 	if err != nil {
 		return false, "", err
 	}
-	if err := InjectRestoreWait(pod, c); err != nil {
+	if err := helper.Inject(pod, string(rs.UID), volumes); err != nil {
 		return false, "", err
 	}
 	if err := InjectInitHooks(pod, rs.Spec.Hooks.InitContainers); err != nil {

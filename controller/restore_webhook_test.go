@@ -39,7 +39,7 @@ func webhookTestObjects() []client.Object {
 		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "voting", Name: "db", UID: "sts-uid", CreationTimestamp: after}},
 		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "voting", Name: "old", UID: "old-uid", CreationTimestamp: metav1.NewTime(webhookTestStart.Add(-time.Hour))}},
 		&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "voting", Name: "web-1", UID: "rs-uid", CreationTimestamp: after}},
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "straddle", Name: RestoreHelperConfigMap}, Data: map[string]string{"image": "registry.local:5000/helper:v1"}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "straddle", Name: RestoreHelperConfigMap}, Data: map[string]string{"image": "registry.local:5000/helper:v1", "runAsUser": "1001", "imagePullSecrets": "regcred"}},
 	}
 }
 
@@ -95,12 +95,19 @@ func TestWebhookPreparesAStatefulSetPod(t *testing.T) {
 	rw := pod.Spec.InitContainers[0]
 	// The same container a restored pod gets: the ConfigMap's image, this restore's UID, only the volumes
 	// the backed-up pod of the same ordinal has snapshots of.
-	want, err := RestoreHelperFromConfigMap(&corev1.ConfigMap{Data: map[string]string{"image": "registry.local:5000/helper:v1"}}).Container("ruid", []string{"data"})
+	helper, err := RestoreHelperFromConfigMap(&corev1.ConfigMap{Data: map[string]string{"image": "registry.local:5000/helper:v1", "runAsUser": "1001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := helper.Container("ruid", []string{"data"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := json.Marshal(rw); string(got) != mustJSON(t, want) {
 		t.Errorf("restore-wait\n%s\nwant\n%s", got, mustJSON(t, want))
+	}
+	if *rw.SecurityContext.RunAsUser != 1001 || len(pod.Spec.ImagePullSecrets) != 1 || pod.Spec.ImagePullSecrets[0].Name != "regcred" {
+		t.Errorf("restore-wait runs as %d, pod's imagePullSecrets %v; want 1001 and regcred from the ConfigMap", *rw.SecurityContext.RunAsUser, pod.Spec.ImagePullSecrets)
 	}
 	if pod.Labels[v1.RestoreLabel] != "r1" || pod.Labels["app"] != "x" {
 		t.Errorf("labels %v", pod.Labels)
@@ -260,5 +267,22 @@ func TestWebhookRecordsWhyItLeftAPodAlone(t *testing.T) {
 		}
 	default:
 		t.Error("no event says why the pod got no restore-wait")
+	}
+}
+
+func TestWebhookRefusesThePodOnABadHelperConfigMap(t *testing.T) {
+	w := newWebhookTest(t)
+	var cm corev1.ConfigMap
+	if err := w.APIReader.Get(context.Background(), client.ObjectKey{Namespace: "straddle", Name: RestoreHelperConfigMap}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["runAsGroup"] = "wheel"
+	if err := w.Client.Update(context.Background(), &cm); err != nil {
+		t.Fatal(err)
+	}
+	u := controlledPod("voting", "db-1", "StatefulSet", "db", "sts-uid", "data")
+	prepared, _, err := w.Prepare(context.Background(), u)
+	if prepared || err == nil || !strings.Contains(err.Error(), "ConfigMap straddle/straddle-restore-helper key runAsGroup") {
+		t.Errorf("prepared %v, error %v; want the pod refused with the ConfigMap's key named", prepared, err)
 	}
 }

@@ -39,19 +39,29 @@ type Selection struct {
 	Warnings []string
 }
 
-// SelectVolumes chooses the volumes of pods to back up. defaultAll takes every volume not excluded by
-// annotation; otherwise only the volumes the backup-volumes annotations name. pvcs holds the claims of the
-// pods' namespaces by "namespace/name", so block-mode claims are skipped; a claim not in it is taken (its
-// node-agent then reports what is wrong). Pods are taken in the order given, volumes in pod spec order.
-func SelectVolumes(pods []corev1.Pod, pvcs map[string]*corev1.PersistentVolumeClaim, defaultAll bool) Selection {
+// VolumeDefaults say which volumes a backup takes from a pod its annotations say nothing about.
+type VolumeDefaults struct {
+	// All takes every volume not excluded; otherwise only the volumes the backup-volumes annotations name.
+	All bool
+	// Excluded are volume names All leaves out unless the pod's backup-volumes annotation names them: the
+	// install's --default-excluded-volumes (service-mesh sidecars' volumes, say), so no pod needs an excludes
+	// annotation for them.
+	Excluded []string
+}
+
+// SelectVolumes chooses the volumes of pods to back up. pvcs holds the claims of the pods' namespaces by
+// "namespace/name", so block-mode claims are skipped; a claim not in it is taken (its node-agent then
+// reports what is wrong). Pods are taken in the order given, volumes in pod spec order.
+func SelectVolumes(pods []corev1.Pod, pvcs map[string]*corev1.PersistentVolumeClaim, defaults VolumeDefaults) Selection {
 	var sel Selection
 	for i := range pods {
-		selectPodVolumes(&sel, &pods[i], pvcs, defaultAll)
+		selectPodVolumes(&sel, &pods[i], pvcs, defaults)
 	}
 	return sel
 }
 
-func selectPodVolumes(sel *Selection, pod *corev1.Pod, pvcs map[string]*corev1.PersistentVolumeClaim, defaultAll bool) {
+func selectPodVolumes(sel *Selection, pod *corev1.Pod, pvcs map[string]*corev1.PersistentVolumeClaim, defaults VolumeDefaults) {
+	defaultAll := defaults.All
 	include := annotationList(pod, AnnotationBackupVolumes, VeleroAnnotationBackupVolumes)
 	exclude := annotationList(pod, AnnotationBackupVolumesExcludes, VeleroAnnotationBackupVolumesExcludes)
 	has := map[string]bool{}
@@ -65,7 +75,8 @@ func selectPodVolumes(sel *Selection, pod *corev1.Pod, pvcs map[string]*corev1.P
 	}
 	var chosen []corev1.Volume
 	for _, vol := range pod.Spec.Volumes {
-		if defaultAll && !slices.Contains(exclude, vol.Name) || !defaultAll && slices.Contains(include, vol.Name) {
+		excluded := slices.Contains(exclude, vol.Name) || slices.Contains(defaults.Excluded, vol.Name) && !slices.Contains(include, vol.Name)
+		if defaultAll && !excluded || !defaultAll && slices.Contains(include, vol.Name) {
 			chosen = append(chosen, vol)
 		}
 	}

@@ -66,12 +66,19 @@ func TestSelectVolumes(t *testing.T) {
 		skipped     []string // volume: reason fragment
 		warnings    []string
 		wantExclude []string
+		excluded    []string // the install's default-excluded volumes
 	}{
 		{name: "straddle annotation", pod: newPod("ns", "p").emptyDir("a", "b", "c").ann(AnnotationBackupVolumes, "a, c").build(), want: []string{"p/a", "p/c"}},
 		{name: "velero annotation", pod: newPod("ns", "p").emptyDir("a", "b").ann(VeleroAnnotationBackupVolumes, "b").build(), want: []string{"p/b"}},
 		{name: "both annotations", pod: newPod("ns", "p").emptyDir("a", "b", "c").ann(AnnotationBackupVolumes, "a").ann(VeleroAnnotationBackupVolumes, "b,a").build(), want: []string{"p/a", "p/b"}},
 		{name: "no annotation, opt-in", pod: newPod("ns", "p").emptyDir("a").build()},
 		{name: "default-all with excludes", defaultAll: true, pod: newPod("ns", "p").emptyDir("a", "b", "c", "d").ann(AnnotationBackupVolumesExcludes, "b").ann(VeleroAnnotationBackupVolumesExcludes, "d").build(), want: []string{"p/a", "p/c"}},
+		{name: "default-all skips the install's excluded volumes", defaultAll: true, excluded: []string{"istio-envoy", "istio-data"},
+			pod: newPod("ns", "p").emptyDir("app", "istio-envoy", "istio-data", "cache").ann(AnnotationBackupVolumesExcludes, "cache").build(), want: []string{"p/app"}},
+		{name: "the opt-in annotation takes an excluded volume back under default-all", defaultAll: true, excluded: []string{"istio-envoy", "istio-data"},
+			pod: newPod("ns", "p").emptyDir("app", "istio-envoy", "istio-data").ann(VeleroAnnotationBackupVolumes, "istio-data").build(), want: []string{"p/app", "p/istio-data"}},
+		{name: "excluded volumes named by opt-in are taken", excluded: []string{"istio-data"},
+			pod: newPod("ns", "p").emptyDir("app", "istio-data").ann(AnnotationBackupVolumes, "istio-data").build(), want: []string{"p/istio-data"}},
 		{name: "excludes ignored when opt-in", pod: newPod("ns", "p").emptyDir("a", "b").ann(AnnotationBackupVolumes, "a,b").ann(AnnotationBackupVolumesExcludes, "b").build(), want: []string{"p/a", "p/b"}},
 		{name: "missing names warn", pod: newPod("ns", "p").emptyDir("a").ann(AnnotationBackupVolumes, "a,gone").ann(VeleroAnnotationBackupVolumesExcludes, "alsogone").build(), want: []string{"p/a"},
 			warnings: []string{`pod ns/p has no volume "gone"`, `pod ns/p has no volume "alsogone"`}},
@@ -91,7 +98,7 @@ func TestSelectVolumes(t *testing.T) {
 		{name: "exclude patterns", pod: newPod("ns", "p").emptyDir("a").ann(AnnotationBackupVolumes, "a").ann(AnnotationExcludePatterns, "*.tmp, cache/**,").build(), want: []string{"p/a"}, wantExclude: []string{"*.tmp", "cache/**"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sel := SelectVolumes([]corev1.Pod{tc.pod}, pvcs, tc.defaultAll)
+			sel := SelectVolumes([]corev1.Pod{tc.pod}, pvcs, VolumeDefaults{All: tc.defaultAll, Excluded: tc.excluded})
 			if got := volumeNames(sel); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("volumes %v, want %v", got, tc.want)
 			}

@@ -113,8 +113,17 @@ func TestBaseAppliesAndGrantsLeastPrivilege(t *testing.T) {
 	}
 	containers, _, _ := unstructured.NestedSlice(ds.Object, "spec", "template", "spec", "containers")
 	mounts, _, _ := unstructured.NestedSlice(containers[0].(map[string]any), "volumeMounts")
-	if len(mounts) != 1 || mounts[0].(map[string]any)["mountPropagation"] != "HostToContainer" || mounts[0].(map[string]any)["mountPath"] != "/host_pods" {
-		t.Errorf("node-agent mounts %v, want the host pods directory at /host_pods with HostToContainer", mounts)
+	if len(mounts) != 2 || mounts[0].(map[string]any)["mountPropagation"] != "HostToContainer" || mounts[0].(map[string]any)["mountPath"] != "/host_pods" ||
+		mounts[1].(map[string]any)["mountPath"] != "/tmp" {
+		t.Errorf("node-agent mounts %v, want the host pods directory at /host_pods with HostToContainer and a scratch /tmp", mounts)
+	}
+	// Root with named capabilities on a read-only root, not privileged (docs/install.md says why each).
+	sc, _, _ := unstructured.NestedMap(containers[0].(map[string]any), "securityContext")
+	add, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "add")
+	drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop")
+	if !slices.Equal(add, []string{"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "SETFCAP"}) || !slices.Equal(drop, []string{"ALL"}) ||
+		sc["privileged"] != nil || sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false {
+		t.Errorf("node-agent securityContext %v", sc)
 	}
 	dep := unstructured.Unstructured{Object: get("Deployment", "straddle-controller")}
 	dcs, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")

@@ -26,6 +26,17 @@ type Options struct {
 	ImageRegistry string
 	// DefaultVolumesToFsBackup backs up every pod volume unless excluded by annotation.
 	DefaultVolumesToFsBackup bool
+	// DefaultExcludedVolumes are volume names not backed up under default-all unless a pod's opt-in
+	// annotation names them (service-mesh sidecars' volumes, say).
+	DefaultExcludedVolumes []string
+	// RestoreHelperRunAsUser and RestoreHelperRunAsGroup ("" for the default), RestoreHelperSecurityContext (a
+	// YAML SecurityContext replacing the default one) and RestoreHelperImagePullSecrets go into the restore
+	// helper's ConfigMap; the controller validates them.
+	RestoreHelperRunAsUser, RestoreHelperRunAsGroup, RestoreHelperSecurityContext string
+	RestoreHelperImagePullSecrets                                                 []string
+	// NodeAgentPrivileged runs the node-agent privileged instead of with named capabilities, for hosts whose
+	// SELinux policy keeps containers out of other pods' volumes.
+	NodeAgentPrivileged bool
 	// NodeAgentConcurrency bounds the volumes one node-agent works on at once (default 2).
 	NodeAgentConcurrency int
 	// HostPodsDir is the kubelet's pods directory on the nodes (default /var/lib/kubelet/pods).
@@ -141,8 +152,26 @@ func customize(o *unstructured.Unstructured, opts Options) error {
 		return unstructured.SetNestedSlice(o.Object, hooks, "webhooks")
 	case "ConfigMap":
 		if o.GetName() == "straddle-restore-helper" {
-			img, _, _ := unstructured.NestedString(o.Object, "data", "image")
-			return unstructured.SetNestedField(o.Object, image(img, opts.RestoreHelperImage, opts.ImageRegistry), "data", "image")
+			return customizeRestoreHelper(o, opts)
+		}
+	}
+	return nil
+}
+
+// customizeRestoreHelper writes the restore helper's settings into its ConfigMap; keys not given stay out,
+// so the controller's defaults apply.
+func customizeRestoreHelper(o *unstructured.Unstructured, opts Options) error {
+	img, _, _ := unstructured.NestedString(o.Object, "data", "image")
+	if err := unstructured.SetNestedField(o.Object, image(img, opts.RestoreHelperImage, opts.ImageRegistry), "data", "image"); err != nil {
+		return err
+	}
+	for key, v := range map[string]string{"runAsUser": opts.RestoreHelperRunAsUser, "runAsGroup": opts.RestoreHelperRunAsGroup,
+		"securityContext": opts.RestoreHelperSecurityContext, "imagePullSecrets": strings.Join(opts.RestoreHelperImagePullSecrets, ",")} {
+		if v == "" {
+			continue
+		}
+		if err := unstructured.SetNestedField(o.Object, v, "data", key); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -159,7 +188,13 @@ func customizeWorkload(o *unstructured.Unstructured, opts Options) error {
 		if o.GetKind() == "Deployment" && opts.DefaultVolumesToFsBackup {
 			args = setFlag(args, "--default-volumes-to-fs-backup", "true")
 		}
+		if o.GetKind() == "Deployment" && len(opts.DefaultExcludedVolumes) > 0 {
+			args = setFlag(args, "--default-excluded-volumes", strings.Join(opts.DefaultExcludedVolumes, ","))
+		}
 		if o.GetKind() == "DaemonSet" {
+			if opts.NodeAgentPrivileged {
+				cm["securityContext"] = map[string]any{"privileged": true, "runAsUser": int64(0)}
+			}
 			if opts.NodeAgentConcurrency > 0 {
 				args = setFlag(args, "--concurrency", strconv.Itoa(opts.NodeAgentConcurrency))
 			}

@@ -33,7 +33,8 @@ import (
 	restorehelper "github.com/straddle-io/straddle/restore-helper"
 )
 
-// restoreAgent is one node's node-agent running only the restore worker, as `straddle node-agent` runs it.
+// startRestoreAgent runs one node's node-agent with only the restore workers (restores and the marker
+// cleanup), as `straddle node-agent` runs them.
 func (c *cluster) startRestoreAgent(t *testing.T, node, hostPods string, opts ...func(*PodVolumeRestoreReconciler)) (stop func()) {
 	t.Helper()
 	cfg := rest.CopyConfig(c.cfg)
@@ -48,6 +49,10 @@ func (c *cluster) startRestoreAgent(t *testing.T, node, hostPods string, opts ..
 		o(r)
 	}
 	if err := r.SetupWithManager(mgr, 2); err != nil {
+		t.Fatal(err)
+	}
+	cleanup := &MarkerCleanupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), NodeName: node, HostPodsDir: hostPods}
+	if err := cleanup.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

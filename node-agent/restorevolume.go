@@ -49,12 +49,17 @@ type folderMissingError struct{ err error }
 func (e *folderMissingError) Error() string { return e.err.Error() }
 func (e *folderMissingError) Unwrap() error { return e.err }
 
-// volumeDir resolves where pvr's volume lives on this node. The PodVolumeRestore names the pod and the
-// volume; for a claim the kubelet names the folder after its PersistentVolume, read from the claim.
+// volumeDir resolves where pvr's volume lives on this node (restoreVolumeDir).
 func (r *PodVolumeRestoreReconciler) volumeDir(ctx context.Context, pvr *v1.PodVolumeRestore) (string, error) {
+	return restoreVolumeDir(ctx, r.APIReader, r.HostPodsDir, pvr)
+}
+
+// restoreVolumeDir resolves where pvr's volume lives under hostPodsDir. The PodVolumeRestore names the pod
+// and the volume; for a claim the kubelet names the folder after its PersistentVolume, read from the claim.
+func restoreVolumeDir(ctx context.Context, reader client.Reader, hostPodsDir string, pvr *v1.PodVolumeRestore) (string, error) {
 	spec := pvr.Spec
 	var pod corev1.Pod
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: spec.Pod.Namespace, Name: spec.Pod.Name}, &pod); err != nil {
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: spec.Pod.Namespace, Name: spec.Pod.Name}, &pod); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "", fmt.Errorf("pod %s/%s to restore into does not exist (deleted since the restore started?)", spec.Pod.Namespace, spec.Pod.Name)
 		}
@@ -75,7 +80,7 @@ func (r *PodVolumeRestoreReconciler) volumeDir(ctx context.Context, pvr *v1.PodV
 	}
 	if pvc := source.PersistentVolumeClaim; pvc != nil {
 		var claim corev1.PersistentVolumeClaim
-		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: pvc.ClaimName}, &claim)
+		err := reader.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: pvc.ClaimName}, &claim)
 		switch {
 		case apierrors.IsNotFound(err):
 			// The pod cannot start either until its claim exists; the wait's bound covers a claim that never comes.
@@ -87,7 +92,7 @@ func (r *PodVolumeRestoreReconciler) volumeDir(ctx context.Context, pvr *v1.PodV
 		}
 		v.PVName = claim.Spec.VolumeName
 	}
-	dir, err := hostpods.Find(r.HostPodsDir, v)
+	dir, err := hostpods.Find(hostPodsDir, v)
 	if errors.Is(err, hostpods.ErrNotFound) {
 		return "", &folderMissingError{err}
 	}
@@ -180,7 +185,7 @@ func explainWriteError(err error, dir string) error {
 	case errors.Is(err, syscall.EROFS):
 		return fmt.Errorf("the volume at %s is read-only: %w", dir, err)
 	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("permission denied writing the volume at %s (does the node-agent run privileged, as root?): %w", dir, err)
+		return fmt.Errorf("permission denied writing the volume at %s (does the node-agent run as root with its capabilities, or privileged where SELinux needs it?): %w", dir, err)
 	}
 	return err
 }

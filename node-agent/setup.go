@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -16,12 +18,19 @@ import (
 )
 
 // CacheOptions restrict a node-agent manager's cache to the PodVolumeBackups and PodVolumeRestores labelled
-// with its node, so a thousand-node cluster's agents do not each watch every node's work.
+// with its node, and to the restored pods (v1.RestoreLabel) bound to it, so a thousand-node cluster's agents
+// do not each watch every node's work.
 func CacheOptions(node string) cache.Options {
 	mine := labels.SelectorFromSet(labels.Set{v1.NodeLabel: node})
+	// A constant key: it always parses; were it not to, the cache would merely hold more pods.
+	restored, err := labels.Parse(v1.RestoreLabel)
+	if err != nil {
+		restored = labels.Everything()
+	}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&v1.PodVolumeBackup{}:  {Label: mine},
 		&v1.PodVolumeRestore{}: {Label: mine},
+		&corev1.Pod{}:          {Label: restored, Field: fields.OneTermEqualSelector("spec.nodeName", node)},
 	}}
 }
 

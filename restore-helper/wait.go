@@ -99,9 +99,10 @@ func Wait(ctx context.Context, o Options, out io.Writer) error {
 	}
 	for _, v := range volumes {
 		// The helper runs unprivileged, and a volume root may belong to root with mode 0755: then the marker
-		// folder cannot go, but the data is complete, so the app may start; the folder is only noise.
+		// folder cannot go, but the data is complete, so the app may start; the node-agent removes the folder
+		// once restore-wait has exited.
 		if err := os.RemoveAll(filepath.Join(o.RestoresDir, v, MarkerDir)); err != nil {
-			fmt.Fprintf(out, "volume %s is restored, but its marker folder %s stays: %v\n", v, MarkerDir, err)
+			fmt.Fprintf(out, "volume %s is restored, but its marker folder %s stays (the node-agent removes it once the app starts): %v\n", v, MarkerDir, err)
 		}
 	}
 	fmt.Fprintf(out, "all %d volumes restored after %s\n", len(volumes), now().Sub(start).Round(time.Second))
@@ -140,7 +141,10 @@ func volumeDirs(dir string) ([]string, error) {
 	return vols, nil
 }
 
-// missingMarkers returns the volumes whose marker is not there yet.
+// missingMarkers returns the volumes whose marker is not there yet, each with why when it is not simply
+// absent. A volume root the helper's user may not search counts as not there yet: the restore gives the
+// root its backed-up owner and mode, which may let the helper in (a fresh volume's root is often root's,
+// mode 0750, before).
 func missingMarkers(dir string, volumes []string, uid string) ([]string, error) {
 	var missing []string
 	for _, v := range volumes {
@@ -148,6 +152,8 @@ func missingMarkers(dir string, volumes []string, uid string) ([]string, error) 
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			missing = append(missing, v)
+		case errors.Is(err, os.ErrPermission):
+			missing = append(missing, fmt.Sprintf("%s (its root is not searchable by user %d)", v, os.Getuid()))
 		case err != nil:
 			return nil, fmt.Errorf("look for the marker of volume %s: %w", v, err)
 		}

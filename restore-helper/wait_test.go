@@ -148,3 +148,21 @@ func TestWaitSucceedsWhenTheMarkerFolderCannotBeRemoved(t *testing.T) {
 		t.Fatalf("output %q", out.String())
 	}
 }
+
+// A volume root the helper may not search yet is waited on (the restore may open it), and named on timeout.
+func TestWaitWaitsOnAVolumeRootItCannotSearch(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root searches anything; the e2e harness runs the helper as another user")
+	}
+	dir := volumes(t, "data")
+	mark(t, dir, "data", "r1")
+	if err := os.Chmod(filepath.Join(dir, "data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(filepath.Join(dir, "data"), 0o755) })
+	var out bytes.Buffer
+	err := Wait(context.Background(), Options{RestoreUID: "r1", RestoresDir: dir, Timeout: 300 * time.Millisecond, Poll: 50 * time.Millisecond}, &out)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "data (its root is not searchable by user") {
+		t.Fatalf("error %v, want a timeout naming the volume it could not search", err)
+	}
+}

@@ -12,13 +12,16 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/straddle-io/straddle/controller"
 	"github.com/straddle-io/straddle/deploy"
 )
 
@@ -26,6 +29,8 @@ import (
 type renderFlags struct {
 	deploy.Options
 	caCertFile, secretFile, passwordFile string
+	// helperSecurityContextFile holds the restore helper's securityContext in YAML.
+	helperSecurityContextFile string
 }
 
 func (f *renderFlags) register(cmd *cobra.Command) {
@@ -40,6 +45,16 @@ func (f *renderFlags) registerInstall(cmd *cobra.Command) {
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&f.DefaultVolumesToFsBackup, "default-volumes-to-fs-backup", false, "back up every pod volume unless excluded by annotation")
+	fl.StringSliceVar(&f.DefaultExcludedVolumes, "default-excluded-volumes", nil,
+		"volume names (comma-separated) not backed up under default-all unless a pod's backup-volumes annotation names them, e.g. istio-envoy,istio-data")
+	fl.StringVar(&f.RestoreHelperRunAsUser, "restore-helper-run-as-user", "", "UID the restore-wait init container runs as (default 65532)")
+	fl.StringVar(&f.RestoreHelperRunAsGroup, "restore-helper-run-as-group", "", "GID the restore-wait init container runs as (default: the image's)")
+	fl.StringVar(&f.helperSecurityContextFile, "restore-helper-security-context-file", "",
+		"YAML `file` with the restore-wait container's securityContext, replacing the restricted default")
+	fl.StringSliceVar(&f.RestoreHelperImagePullSecrets, "restore-helper-image-pull-secrets", nil,
+		"Secrets (comma-separated names, in each restored pod's namespace) to pull the restore helper image with")
+	fl.BoolVar(&f.NodeAgentPrivileged, "node-agent-privileged", false,
+		"run the node-agent privileged instead of with named capabilities (SELinux-enforcing hosts)")
 	fl.IntVar(&f.NodeAgentConcurrency, "node-agent-concurrency", 0, "volumes one node-agent works on at once (default 2)")
 	fl.StringVar(&f.HostPodsDir, "host-pods-dir", "", "the kubelet's pods directory on the nodes (default /var/lib/kubelet/pods)")
 	fl.StringVar(&f.NodeAgentCPURequest, "node-agent-cpu-request", "", "node-agent CPU request")
@@ -60,11 +75,13 @@ func (f *renderFlags) registerInstall(cmd *cobra.Command) {
 // readStorageFiles loads the files the storage flags name, and makes a random repository password when a
 // location is asked for without one. It reports whether the password was generated.
 func (f *renderFlags) readStorageFiles() (generated bool, err error) {
+	var helperSecurityContext []byte
 	for _, r := range []struct {
 		file string
 		dst  *[]byte
 		what string
-	}{{f.caCertFile, &f.Storage.CABundle, "CA bundle"}, {f.secretFile, &f.Storage.Credentials, "credentials file"}, {f.passwordFile, &f.Storage.RepositoryPassword, "repository password file"}} {
+	}{{f.caCertFile, &f.Storage.CABundle, "CA bundle"}, {f.secretFile, &f.Storage.Credentials, "credentials file"}, {f.passwordFile, &f.Storage.RepositoryPassword, "repository password file"},
+		{f.helperSecurityContextFile, &helperSecurityContext, "restore helper securityContext file"}} {
 		if r.file == "" {
 			continue
 		}
@@ -74,6 +91,7 @@ func (f *renderFlags) readStorageFiles() (generated bool, err error) {
 		}
 		*r.dst = b
 	}
+	f.RestoreHelperSecurityContext = string(helperSecurityContext)
 	// Files written by editors and echo end in a newline that is not part of the password.
 	f.Storage.RepositoryPassword = bytes.TrimRight(f.Storage.RepositoryPassword, "\r\n")
 	if f.passwordFile != "" && len(f.Storage.RepositoryPassword) == 0 {
@@ -165,11 +183,15 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Rendered first so a bad setting fails before anything touches the cluster.
+	objs, err := deploy.Render(o.Options)
+	if err != nil {
+		return err
+	}
+	if err := checkRestoreHelper(objs); err != nil {
+		return err
+	}
 	if o.dryRun {
-		objs, err := deploy.Render(o.Options)
-		if err != nil {
-			return err
-		}
 		return deploy.YAML(out, objs)
 	}
 	cl, err := o.client()
@@ -182,7 +204,8 @@ func (o *installOptions) run(ctx context.Context, out io.Writer) error {
 	}
 	keptGenerated := kept && generated
 	generated = generated && !kept
-	objs, err := deploy.Render(o.Options)
+	// Again: the password may now be the one the cluster already holds.
+	objs, err = deploy.Render(o.Options)
 	if err != nil {
 		return err
 	}
@@ -338,6 +361,24 @@ func (o *imagesOptions) runWith(registry string, out io.Writer) error {
 	}
 	for _, img := range deploy.Images(objs) {
 		fmt.Fprintln(out, img)
+	}
+	return nil
+}
+
+// checkRestoreHelper reads the restore helper's ConfigMap among objs as the controller will, so a bad
+// --restore-helper-* value is refused here rather than failing every restore later.
+func checkRestoreHelper(objs []*unstructured.Unstructured) error {
+	for _, obj := range objs {
+		if obj.GetKind() != "ConfigMap" || obj.GetName() != controller.RestoreHelperConfigMap {
+			continue
+		}
+		var cm corev1.ConfigMap
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &cm); err != nil {
+			return fmt.Errorf("ConfigMap %s: %w", obj.GetName(), err)
+		}
+		if _, err := controller.RestoreHelperFromConfigMap(&cm); err != nil {
+			return fmt.Errorf("restore helper settings: %w", err)
+		}
 	}
 	return nil
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,7 +19,8 @@ import (
 // Every flag the install puts into the controller's and node-agent's args must be one the servers take: an
 // unknown flag is a crash loop in the cluster, which no test of the manifests alone would see.
 func TestRenderedServerArgsAreAcceptedByTheServers(t *testing.T) {
-	objs, err := deploy.Render(deploy.Options{Namespace: "ns", DefaultVolumesToFsBackup: true, NodeAgentConcurrency: 3, HostPodsDir: "/var/lib/k0s/kubelet/pods"})
+	objs, err := deploy.Render(deploy.Options{Namespace: "ns", DefaultVolumesToFsBackup: true, NodeAgentConcurrency: 3, HostPodsDir: "/var/lib/k0s/kubelet/pods",
+		DefaultExcludedVolumes: []string{"istio-envoy", "istio-data"}, NodeAgentPrivileged: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +144,67 @@ func TestInstallDryRunRendersTheRestoreWebhook(t *testing.T) {
 	for _, want := range []string{"--webhook-port=9443", "containerPort: 9443", "mutatingwebhookconfigurations", "straddle-webhook-tls"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run lacks %q", want)
+		}
+	}
+}
+
+// nodeAgentSecurityContext is the node-agent container's securityContext in install's dry run with args.
+func nodeAgentSecurityContext(t *testing.T, args ...string) map[string]any {
+	t.Helper()
+	out := mustStraddle(t, append([]string{"install", "--dry-run", "-o", "yaml"}, args...)...)
+	for doc := range strings.SplitSeq(out, "\n---\n") {
+		var o unstructured.Unstructured
+		if err := yaml.Unmarshal([]byte(doc), &o.Object); err != nil {
+			t.Fatal(err)
+		}
+		if o.GetKind() != "DaemonSet" {
+			continue
+		}
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		sc, _ := containers[0].(map[string]any)["securityContext"].(map[string]any)
+		return sc
+	}
+	t.Fatal("no DaemonSet in the dry run")
+	return nil
+}
+
+// The node-agent runs as root with exactly the capabilities docs/install.md explains, not privileged, on a
+// read-only root; --node-agent-privileged makes it privileged.
+func TestInstallNodeAgentPrivileges(t *testing.T) {
+	sc := nodeAgentSecurityContext(t)
+	caps, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "add")
+	drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop")
+	if !slices.Equal(caps, []string{"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "SETFCAP"}) || !slices.Equal(drop, []string{"ALL"}) {
+		t.Errorf("capabilities add %q drop %q", caps, drop)
+	}
+	if sc["privileged"] != nil || sc["readOnlyRootFilesystem"] != true || sc["allowPrivilegeEscalation"] != false || fmt.Sprint(sc["runAsUser"]) != "0" {
+		t.Errorf("securityContext %v", sc)
+	}
+	sc = nodeAgentSecurityContext(t, "--node-agent-privileged")
+	if sc["privileged"] != true || sc["capabilities"] != nil || fmt.Sprint(sc["runAsUser"]) != "0" {
+		t.Errorf("--node-agent-privileged: securityContext %v", sc)
+	}
+}
+
+// The restore helper's settings land in its ConfigMap under the keys the controller reads; a bad one is
+// refused by install, naming the ConfigMap key.
+func TestInstallRestoreHelperSettings(t *testing.T) {
+	scFile := filepath.Join(t.TempDir(), "sc.yaml")
+	if err := os.WriteFile(scFile, []byte("runAsNonRoot: true\nreadOnlyRootFilesystem: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := mustStraddle(t, "install", "--dry-run", "-o", "yaml", "--restore-helper-run-as-user", "1000", "--restore-helper-run-as-group", "2000",
+		"--restore-helper-security-context-file", scFile, "--restore-helper-image-pull-secrets", "regcred,mirror", "--default-excluded-volumes", "istio-envoy,istio-data")
+	for _, want := range []string{"runAsUser: \"1000\"", "runAsGroup: \"2000\"", "imagePullSecrets: regcred,mirror",
+		"securityContext: |\n    runAsNonRoot: true\n    readOnlyRootFilesystem: true", "--default-excluded-volumes=istio-envoy,istio-data"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run lacks %q", want)
+		}
+	}
+	for _, args := range [][]string{{"--restore-helper-run-as-user", "nobody"}, {"--restore-helper-image-pull-secrets", "Bad_Name"}} {
+		_, err := straddle(t, append([]string{"install", "--dry-run", "-o", "yaml"}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "key "+strings.NewReplacer("--restore-helper-", "", "run-as-user", "runAsUser", "image-pull-secrets", "imagePullSecrets").Replace(args[0])) {
+			t.Errorf("install %q: %v, want an error naming the ConfigMap key", args, err)
 		}
 	}
 }

@@ -95,6 +95,8 @@ type controllerOptions struct {
 	// defaultVolumesToFsBackup is the install's default for Backups that do not set it; the Backup
 	// reconciler reads it.
 	defaultVolumesToFsBackup bool
+	// defaultExcludedVolumes are volume names default-all leaves out unless a pod's opt-in annotation names them.
+	defaultExcludedVolumes []string
 	// maxVolumesInFlight caps unfinished PodVolumeBackups cluster-wide, so a large cluster does not
 	// stampede its storage.
 	maxVolumesInFlight int
@@ -129,6 +131,8 @@ func newControllerCmd() *cobra.Command {
 	o.serverFlags.register(cmd)
 	cmd.Flags().BoolVar(&o.leaderElect, "leader-elect", false, "run only while holding the leader lease, so replicas can stand by")
 	cmd.Flags().BoolVar(&o.defaultVolumesToFsBackup, "default-volumes-to-fs-backup", false, "back up every pod volume unless excluded by annotation, for Backups that do not say")
+	cmd.Flags().StringSliceVar(&o.defaultExcludedVolumes, "default-excluded-volumes", nil,
+		"volume names (comma-separated) not backed up under default-all unless a pod's backup-volumes annotation names them, e.g. istio-envoy,istio-data")
 	cmd.Flags().IntVar(&o.maxVolumesInFlight, "max-volumes-in-flight", controller.DefaultMaxVolumesInFlight, "most PodVolumeBackups not yet finished, cluster-wide")
 	cmd.Flags().StringSliceVar(&o.restorePriorities, "restore-resource-priorities", controller.DefaultRestorePriorities,
 		"resources a restore creates first, in this order (resource or resource.group); the rest follow by name")
@@ -221,6 +225,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Metrics:                  cm,
 		Namespace:                o.namespace,
 		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
+		DefaultExcludedVolumes:   o.defaultExcludedVolumes,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
 		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn, SecretsExcludedIn: o.namespace},
 		Exec:                     &hooks.PodExec{Config: mgr.GetConfig(), REST: core.CoreV1().RESTClient()},
@@ -396,6 +401,10 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	// Restores have their own limit of the same size: a restored pod waits for its data, and must not
 	// queue behind a long backup.
 	if err := pvrs.SetupWithManager(mgr, o.concurrency); err != nil {
+		return err
+	}
+	cleanup := &nodeagent.MarkerCleanupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), NodeName: o.nodeName, HostPodsDir: o.hostPodsDir}
+	if err := cleanup.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	mm, err := nodeagent.NewMaintenanceMetrics(metrics.Registry)

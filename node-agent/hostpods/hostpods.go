@@ -58,7 +58,7 @@ func Find(podsDir string, v Volume) (string, error) {
 		}
 		return "", fmt.Errorf("%s not found under %s (the pod has no volumes folder): %w", v, volumes, ErrNotFound)
 	case errors.Is(err, fs.ErrPermission):
-		return "", fmt.Errorf("%s: cannot read %s (does the node-agent run privileged, as root?): %w", v, volumes, err)
+		return "", fmt.Errorf("%s: cannot read %s (does the node-agent run as root with its capabilities, or privileged where SELinux needs it?): %w", v, volumes, err)
 	case err != nil:
 		return "", fmt.Errorf("%s: read %s: %w", v, volumes, err)
 	}
@@ -80,7 +80,7 @@ func Find(podsDir string, v Volume) (string, error) {
 		case errors.Is(err, fs.ErrNotExist):
 			continue
 		case errors.Is(err, fs.ErrPermission):
-			return "", fmt.Errorf("%s: cannot read %s (does the node-agent run privileged, as root?): %w", v, dir, err)
+			return "", fmt.Errorf("%s: cannot read %s (does the node-agent run as root with its capabilities, or privileged where SELinux needs it?): %w", v, dir, err)
 		case err != nil:
 			return "", fmt.Errorf("%s: %w", v, err)
 		case !fi.IsDir():
@@ -90,7 +90,7 @@ func Find(podsDir string, v Volume) (string, error) {
 		f, err := os.Open(dir)
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
-				return "", fmt.Errorf("%s: cannot read %s (does the node-agent run privileged, as root?): %w", v, dir, err)
+				return "", fmt.Errorf("%s: cannot read %s (does the node-agent run as root with its capabilities, or privileged where SELinux needs it?): %w", v, dir, err)
 			}
 			return "", fmt.Errorf("%s: %w", v, err)
 		}

@@ -66,13 +66,18 @@ func chartCases() []chartCase {
 				"restoreHelper.image=localhost/helper:1.0", "nodeAgent.concurrency=4",
 				"nodeAgent.resources.requests.cpu=250m", "nodeAgent.resources.requests.memory=256Mi",
 				"nodeAgent.resources.limits.memory=1Gi", "hostPodsDir=/var/snap/microk8s/common/var/lib/kubelet/pods",
-				"storage.provider=filesystem", "storage.path=/mnt/backups", "storage.repositoryPassword=pw"},
+				"storage.provider=filesystem", "storage.path=/mnt/backups", "storage.repositoryPassword=pw",
+				"nodeAgent.privileged=true", "defaultExcludedVolumes={istio-envoy,istio-data}", "restoreHelper.runAsUser=0",
+				"restoreHelper.runAsGroup=3000", "restoreHelper.imagePullSecrets={regcred,mirror}"},
 			flags: []string{"--namespace", "backup-system", "--image", "example.com/straddle:1.0",
 				"--restore-helper-image", "localhost/helper:1.0", "--node-agent-concurrency", "4",
 				"--node-agent-cpu-request", "250m", "--node-agent-memory-request", "256Mi",
 				"--node-agent-memory-limit", "1Gi", "--host-pods-dir", "/var/snap/microk8s/common/var/lib/kubelet/pods",
-				"--provider", "filesystem", "--path", "/mnt/backups", "--repository-password-file", "{dir}/password"},
-			secrets: map[string]string{"password": "pw\n"},
+				"--provider", "filesystem", "--path", "/mnt/backups", "--repository-password-file", "{dir}/password",
+				"--node-agent-privileged", "--default-excluded-volumes", "istio-envoy,istio-data", "--restore-helper-run-as-user", "0",
+				"--restore-helper-run-as-group", "3000", "--restore-helper-image-pull-secrets", "regcred,mirror",
+				"--restore-helper-security-context-file", "{dir}/sc.yaml"},
+			secrets: map[string]string{"password": "pw\n", "sc.yaml": "runAsUser: 0\nrunAsNonRoot: false\n"},
 		},
 	}
 }
@@ -100,7 +105,7 @@ func TestChartRendersWhatInstallRenders(t *testing.T) {
 					t.Fatal(err)
 				}
 				// The chart takes file contents as values, as `helm install --set-file` passes them.
-				key := map[string]string{"cloud": "storage.credentials", "password": "storage.repositoryPassword", "ca.pem": "storage.caBundle"}[file]
+				key := map[string]string{"cloud": "storage.credentials", "password": "storage.repositoryPassword", "ca.pem": "storage.caBundle", "sc.yaml": "restoreHelper.securityContext"}[file]
 				if file == "password" && slices.ContainsFunc(c.values, func(v string) bool { return strings.HasPrefix(v, key+"=") }) {
 					continue
 				}
@@ -269,6 +274,9 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{[]string{"storage.provider=gcs"}, "storage/provider"},
 		{[]string{"nodeAgent.concurrency=0"}, "nodeAgent/concurrency"},
 		{[]string{"hostPodsDir=relative"}, "hostPodsDir"},
+		{[]string{"restoreHelper.runAsUser=-1"}, "restoreHelper/runAsUser"},
+		{[]string{"restoreHelper.imagePullSecrets={Bad_Name}"}, "restoreHelper/imagePullSecrets"},
+		{[]string{"defaultExcludedVolumes={Istio}"}, "defaultExcludedVolumes"},
 		{[]string{"storage.provider=s3", "storage.url=http://s3:9000", "storage.repositoryPassword=pw"}, "storage.bucket"},
 		{[]string{"storage.provider=s3", "storage.bucket=b", "storage.url=http://s3:9000"}, "storage.repositoryPassword"},
 		{[]string{"storage.provider=filesystem", "storage.repositoryPassword=pw"}, "storage.path"},

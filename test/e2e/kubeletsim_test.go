@@ -20,10 +20,11 @@ import (
 type fillFunc = kubeletsim.FillFunc
 
 const (
-	hostnameLabel  = kubeletsim.HostnameLabel
-	restoreWait    = kubeletsim.RestoreWait
-	restoresMount  = kubeletsim.RestoresMount
-	localInitImage = kubeletsim.LocalInitImage
+	hostnameLabel       = kubeletsim.HostnameLabel
+	restoreWait         = kubeletsim.RestoreWait
+	restoresMount       = kubeletsim.RestoresMount
+	localInitImage      = kubeletsim.LocalInitImage
+	runAsUserAnnotation = kubeletsim.RunAsUserAnnotation
 )
 
 var listTree = kubeletsim.ListTree

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +38,9 @@ type HelperRun struct {
 	// Inits are the runs of the init containers after restore-wait whose image is LocalInitImage.
 	Inits []InitRun
 }
+
+// Done is closed when the helper has exited; ExitCode, Output and Listing are set before.
+func (r *HelperRun) Done() <-chan struct{} { return r.done }
 
 // IsRestored says whether a restore gave the pod its restore-wait init container.
 func IsRestored(pod *corev1.Pod) bool {
@@ -120,7 +126,10 @@ func (k *Kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
 		var out bytes.Buffer
 		cmd := exec.Command(k.opts.RestoreHelper, args...)
 		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
+		err := runAsContainerUser(cmd, pod, init, slices.Collect(maps.Values(volumes)))
+		if err == nil {
+			err = cmd.Run()
+		}
 		// The listing is taken before anything else happens, so it shows what the app would find at start.
 		if err == nil {
 			run.Listing = map[string]map[string]string{}
@@ -145,6 +154,42 @@ func (k *Kubelet) startHelper(ctx context.Context, pod *corev1.Pod) error {
 		}
 		run.Output = out.String()
 	}()
+	return nil
+}
+
+// RunAsUserAnnotation on a pod has the simulator run its restore-wait as the container's securityContext
+// user, as a kubelet does. Only on request: other tests' folders are root's with mode 0700 or 0750, as the
+// test process (root) made them, and their restored volume roots too.
+const RunAsUserAnnotation = "e2e.straddle.io/run-as-container-user"
+
+// runAsContainerUser sets cmd to run as container c's runAsUser (group: runAsGroup, else the same number)
+// when pod asks for it and the simulator may switch users (it runs as root). A kubelet bind-mounts each
+// volume into the container, so the volume folders' parents on the node do not matter there; here the
+// helper reaches the folders through symlinks, so their parents and the binary's get search permission
+// for others.
+func runAsContainerUser(cmd *exec.Cmd, pod *corev1.Pod, c corev1.Container, dirs []string) error {
+	sc := c.SecurityContext
+	if pod.Annotations[RunAsUserAnnotation] != "true" || sc == nil || sc.RunAsUser == nil || os.Geteuid() != 0 {
+		return nil
+	}
+	gid := *sc.RunAsUser
+	if sc.RunAsGroup != nil {
+		gid = *sc.RunAsGroup
+	}
+	for _, p := range append(dirs, cmd.Path) {
+		for d := filepath.Dir(p); d != filepath.Dir(d); d = filepath.Dir(d) {
+			fi, err := os.Stat(d)
+			if err != nil {
+				return err
+			}
+			if fi.Mode().Perm()&0o001 == 0 {
+				if err := os.Chmod(d, fi.Mode().Perm()|0o001); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(*sc.RunAsUser), Gid: uint32(gid)}}
 	return nil
 }
 
