@@ -313,6 +313,11 @@ func (in *BackupSpec) DeepCopyInto(out *BackupSpec) {
 		*out = new(bool)
 		**out = **in
 	}
+	if in.Timeout != nil {
+		in, out := &in.Timeout, &out.Timeout
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	in.Hooks.DeepCopyInto(&out.Hooks)
 }
 
@@ -1035,6 +1040,11 @@ func (in *RestoreSpec) DeepCopyInto(out *RestoreSpec) {
 		for key, val := range *in {
 			(*out)[key] = val
 		}
+	}
+	if in.Timeout != nil {
+		in, out := &in.Timeout, &out.Timeout
+		*out = new(v1.Duration)
+		**out = **in
 	}
 	in.Hooks.DeepCopyInto(&out.Hooks)
 }
