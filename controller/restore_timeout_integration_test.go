@@ -45,7 +45,9 @@ func TestRestoreTimesOut(t *testing.T) {
 
 	re.restore("unbound", v1.RestoreSpec{BackupName: s.backup, NamespaceMapping: map[string]string{s.ns: unbound}, Timeout: timeout})
 	rs = re.waitRestorePhase("unbound", v1.PhasePartiallyFailed)
-	if rs.Status.VolumesFailed != 1 || !slices.ContainsFunc(rs.Status.Errors, func(e string) bool { return strings.Contains(e, "volume data of pod "+unbound+"/db-0: timed out after 5s") }) {
+	if rs.Status.VolumesFailed != 1 || !slices.ContainsFunc(rs.Status.Errors, func(e string) bool {
+		return strings.Contains(e, "volume data of pod "+unbound+"/db-0: timed out after 5s")
+	}) {
 		t.Errorf("timed-out restore of an unbound pod: status %+v", rs.Status)
 	}
 }
