@@ -37,11 +37,11 @@ func Deadline(start *metav1.Time, timeout time.Duration) (deadline time.Time, ok
 
 // TimedOutMessage is the message of a volume a timeout failed (contract: docs and users grep for it).
 func TimedOutMessage(timeout time.Duration) string {
-	return "timed out after " + shortDuration(timeout)
+	return "timed out after " + ShortDuration(timeout)
 }
 
-// shortDuration writes a duration as a user would type it: 4h rather than Go's 4h0m0s.
-func shortDuration(d time.Duration) string {
+// ShortDuration writes a duration as a user would type it: 4h rather than Go's 4h0m0s.
+func ShortDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

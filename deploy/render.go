@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -26,6 +27,9 @@ type Options struct {
 	ImageRegistry string
 	// DefaultVolumesToFsBackup backs up every pod volume unless excluded by annotation.
 	DefaultVolumesToFsBackup bool
+	// DefaultBackupTimeout and DefaultRestoreTimeout bound Backups and Restores that set no spec.timeout, as
+	// Go durations ("6h"), passed to the controller as given; empty keeps the controller's default (4h).
+	DefaultBackupTimeout, DefaultRestoreTimeout string
 	// NodeAgentConcurrency bounds the volumes one node-agent works on at once (default 2).
 	NodeAgentConcurrency int
 	// HostPodsDir is the kubelet's pods directory on the nodes (default /var/lib/kubelet/pods).
@@ -55,6 +59,14 @@ func Render(opts Options) ([]*unstructured.Unstructured, error) {
 			if _, err := resource.ParseQuantity(q); err != nil {
 				return nil, fmt.Errorf("resource quantity %q: %w", q, err)
 			}
+		}
+	}
+	for _, d := range []struct{ flag, value string }{{"default-backup-timeout", opts.DefaultBackupTimeout}, {"default-restore-timeout", opts.DefaultRestoreTimeout}} {
+		if d.value == "" {
+			continue
+		}
+		if v, err := time.ParseDuration(d.value); err != nil || v < 0 {
+			return nil, fmt.Errorf("--%s %q: want a duration such as 4h (0 for none)", d.flag, d.value)
 		}
 	}
 	if err := opts.Storage.validate(); err != nil {
@@ -158,6 +170,12 @@ func customizeWorkload(o *unstructured.Unstructured, opts Options) error {
 		args = setFlag(args, "--namespace", opts.Namespace)
 		if o.GetKind() == "Deployment" && opts.DefaultVolumesToFsBackup {
 			args = setFlag(args, "--default-volumes-to-fs-backup", "true")
+		}
+		if o.GetKind() == "Deployment" && opts.DefaultBackupTimeout != "" {
+			args = setFlag(args, "--default-backup-timeout", opts.DefaultBackupTimeout)
+		}
+		if o.GetKind() == "Deployment" && opts.DefaultRestoreTimeout != "" {
+			args = setFlag(args, "--default-restore-timeout", opts.DefaultRestoreTimeout)
 		}
 		if o.GetKind() == "DaemonSet" {
 			if opts.NodeAgentConcurrency > 0 {

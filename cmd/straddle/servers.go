@@ -94,6 +94,8 @@ type controllerOptions struct {
 	maxVolumesInFlight int
 	// restorePriorities orders the resources a restore creates; the rest follow by name.
 	restorePriorities []string
+	// defaultBackupTimeout and defaultRestoreTimeout bound Backups and Restores that set no spec.timeout.
+	defaultBackupTimeout, defaultRestoreTimeout time.Duration
 	// restoreVolumeTimeout fails the volumes of a restored pod that gets no node within it.
 	restoreVolumeTimeout time.Duration
 	// maintenanceRetryDelay is how soon a failed or postponed prune or check is requested again.
@@ -124,6 +126,10 @@ func newControllerCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.maxVolumesInFlight, "max-volumes-in-flight", controller.DefaultMaxVolumesInFlight, "most PodVolumeBackups not yet finished, cluster-wide")
 	cmd.Flags().StringSliceVar(&o.restorePriorities, "restore-resource-priorities", controller.DefaultRestorePriorities,
 		"resources a restore creates first, in this order (resource or resource.group); the rest follow by name")
+	cmd.Flags().DurationVar(&o.defaultBackupTimeout, "default-backup-timeout", controller.DefaultTimeout,
+		"how long a Backup that sets no spec.timeout may run, from its start, before its unfinished volumes fail (0: no bound)")
+	cmd.Flags().DurationVar(&o.defaultRestoreTimeout, "default-restore-timeout", controller.DefaultTimeout,
+		"how long a Restore that sets no spec.timeout may run, from its start, before its unfinished volumes fail (0: no bound)")
 	cmd.Flags().DurationVar(&o.restoreVolumeTimeout, "restore-volume-timeout", controller.DefaultRestoreVolumeTimeout,
 		"how long a restored pod may stay without a node before its volumes count as failed")
 	cmd.Flags().DurationVar(&o.maintenanceRetryDelay, "maintenance-retry-delay", controller.DefaultMaintenanceRetryDelay,
@@ -141,6 +147,9 @@ func newControllerCmd() *cobra.Command {
 func (o *controllerOptions) run(ctx context.Context) error {
 	if o.maxVolumesInFlight < 1 {
 		return fmt.Errorf("--max-volumes-in-flight %d must be at least 1", o.maxVolumesInFlight)
+	}
+	if o.defaultBackupTimeout < 0 || o.defaultRestoreTimeout < 0 {
+		return fmt.Errorf("--default-backup-timeout %s and --default-restore-timeout %s must not be negative", o.defaultBackupTimeout, o.defaultRestoreTimeout)
 	}
 	if o.restoreVolumeTimeout <= 0 {
 		return fmt.Errorf("--restore-volume-timeout %s must be positive", o.restoreVolumeTimeout)
@@ -207,6 +216,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		Namespace:                o.namespace,
 		DefaultVolumesToFsBackup: o.defaultVolumesToFsBackup,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
+		DefaultTimeout:           noBoundIfZero(o.defaultBackupTimeout),
 		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn},
 		Exec:                     &hooks.PodExec{Config: mgr.GetConfig(), REST: core.CoreV1().RESTClient()},
 	}
@@ -225,14 +235,15 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		return err
 	}
 	restores := &controller.RestoreReconciler{
-		Client:        mgr.GetClient(),
-		APIReader:     mgr.GetAPIReader(),
-		Clock:         clock.RealClock{},
-		Events:        events,
-		Metrics:       cm,
-		Namespace:     o.namespace,
-		Priorities:    o.restorePriorities,
-		VolumeTimeout: o.restoreVolumeTimeout,
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Clock:          clock.RealClock{},
+		Events:         events,
+		Metrics:        cm,
+		Namespace:      o.namespace,
+		Priorities:     o.restorePriorities,
+		VolumeTimeout:  o.restoreVolumeTimeout,
+		DefaultTimeout: noBoundIfZero(o.defaultRestoreTimeout),
 	}
 	if err := restores.SetupWithManager(mgr); err != nil {
 		return err
@@ -377,4 +388,12 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// noBoundIfZero maps a timeout flag's 0 ("no bound") to the reconcilers' negative, whose zero means the default.
+func noBoundIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
