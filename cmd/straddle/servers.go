@@ -290,6 +290,8 @@ type nodeAgentOptions struct {
 	pruneMaxWait time.Duration
 	// heartbeatInterval is how often a running maintenance run says so in its BackupRepository.
 	heartbeatInterval time.Duration
+	// checkpointInterval is how often a running backup indexes what it stored, for a restarted agent to reuse.
+	checkpointInterval time.Duration
 }
 
 func newNodeAgentCmd() *cobra.Command {
@@ -309,6 +311,10 @@ func newNodeAgentCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&o.pruneMaxWait, "prune-max-wait", prune.DefaultMaxWait, "how long a repository prune waits for running backups before it deletes nothing and is postponed")
 	cmd.Flags().DurationVar(&o.heartbeatInterval, "maintenance-heartbeat-interval", nodeagent.DefaultHeartbeatInterval,
 		"how often a running prune or check says so in its BackupRepository (keep it several times under the controller's --maintenance-stale-after)")
+	cmd.Flags().DurationVar(&o.checkpointInterval, "checkpoint-interval", nodeagent.DefaultCheckpointInterval,
+		"how often a running backup indexes the packs it stored, so a backup resumed after the agent restarts re-uploads at most this much work (each checkpoint writes an index object)")
+	// A tuning knob (tests shorten it); the default suits real volumes.
+	_ = cmd.Flags().MarkHidden("checkpoint-interval")
 	return cmd
 }
 
@@ -324,6 +330,9 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	}
 	if o.heartbeatInterval <= 0 {
 		return fmt.Errorf("--maintenance-heartbeat-interval %s must be positive", o.heartbeatInterval)
+	}
+	if o.checkpointInterval <= 0 {
+		return fmt.Errorf("--checkpoint-interval %s must be positive", o.checkpointInterval)
 	}
 	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
@@ -341,14 +350,15 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	}
 	events := m.Recorder(mgr.GetEventRecorder("straddle-node-agent"))
 	pvbs := &nodeagent.PodVolumeBackupReconciler{
-		Client:      mgr.GetClient(),
-		APIReader:   mgr.GetAPIReader(),
-		Recorder:    events,
-		Clock:       clock.RealClock{},
-		NodeName:    o.nodeName,
-		Namespace:   o.namespace,
-		HostPodsDir: o.hostPodsDir,
-		Metrics:     m,
+		Client:             mgr.GetClient(),
+		APIReader:          mgr.GetAPIReader(),
+		Recorder:           events,
+		Clock:              clock.RealClock{},
+		NodeName:           o.nodeName,
+		Namespace:          o.namespace,
+		HostPodsDir:        o.hostPodsDir,
+		Metrics:            m,
+		CheckpointInterval: o.checkpointInterval,
 	}
 	if err := pvbs.SetupWithManager(mgr, o.concurrency); err != nil {
 		return err
