@@ -68,6 +68,8 @@ type BackupReconciler struct {
 	Resources *resources.Collector
 	// Exec runs the pods' backup hooks; without it every hook fails.
 	Exec hooks.Executor
+	// DefaultTimeout bounds Backups that set no spec.timeout (DefaultTimeout if zero; negative: no bound).
+	DefaultTimeout time.Duration
 
 	// reported remembers the PodVolumeBackups whose end was announced as an event, so each is announced once
 	// per controller process.
@@ -180,10 +182,24 @@ func (r *BackupReconciler) progress(ctx context.Context, b *v1.Backup) (ctrl.Res
 			return ctrl.Result{}, err
 		}
 	}
+	before := b.Status.DeepCopy()
+	deadline, bounded := r.deadline(b)
+	if bounded && !r.Clock.Now().Before(deadline) && (!planned || anyUnfinished(pvbs)) {
+		// Fail them as they are now, not as a lagging cache shows them.
+		if pvbs, err = r.podVolumeBackups(ctx, r.APIReader, b); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.timeOut(ctx, b, pvbs); err != nil {
+			return r.requeueOnConflict(err, "backup %s", b.Name)
+		}
+		planned = true
+		if pvbs, err = r.podVolumeBackups(ctx, r.APIReader, b); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if err := r.failVolumesOfFailedPods(ctx, b, pvbs); err != nil {
 		return r.requeueOnConflict(err, "backup %s", b.Name)
 	}
-	before := b.Status.DeepCopy()
 	remaining, lost := 0, 0
 	var waiting map[string]bool
 	if planned {
@@ -221,13 +237,17 @@ func (r *BackupReconciler) progress(ctx context.Context, b *v1.Backup) (ctrl.Res
 			return r.requeueOnConflict(err, "record progress of backup %s", b.Name)
 		}
 	}
+	// PodVolumeBackup changes wake this backup through the watch; only its timeout needs a timer.
+	var wake time.Duration
+	if left := deadline.Sub(r.Clock.Now()); bounded && left > 0 {
+		wake = left
+	}
 	if remaining > 0 {
 		// Held back by the cluster-wide cap: the PodVolumeBackups that free room belong to other backups and
 		// do not wake this one, so look again shortly.
-		return ctrl.Result{RequeueAfter: r.capacityPoll()}, nil
+		wake = soonest(wake, r.capacityPoll())
 	}
-	// PodVolumeBackup changes wake this backup through the watch.
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: wake}, nil
 }
 
 // summarize fills the status from the PodVolumeBackups (plus remaining not yet created, and lost ones that

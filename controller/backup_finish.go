@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -43,6 +44,9 @@ func (r *BackupReconciler) finish(ctx context.Context, b *v1.Backup, loc *v1.Bac
 	phase := v1.PhaseCompleted
 	switch {
 	case b.Status.VolumesFailed > 0 && b.Status.VolumesFailed == b.Status.VolumesTotal:
+		phase = v1.PhaseFailed
+	case b.Status.VolumesCompleted == 0 && meta.IsStatusConditionTrue(b.Status.Conditions, ConditionTimedOut):
+		// Timed out before a single volume was even chosen: nothing to restore.
 		phase = v1.PhaseFailed
 	case b.Status.VolumesFailed > 0:
 		phase = v1.PhasePartiallyFailed

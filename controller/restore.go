@@ -57,6 +57,8 @@ type RestoreReconciler struct {
 	// ReplacementGrace is how long volumes whose pods were deleted before their data arrived wait for a
 	// replacement pod (DefaultRestoreReplacementGrace if zero).
 	ReplacementGrace time.Duration
+	// DefaultTimeout bounds Restores that set no spec.timeout (DefaultTimeout if zero; negative: no bound).
+	DefaultTimeout time.Duration
 
 	// lostSince remembers, by Restore UID, when this process first saw volumes of the restore lost.
 	lostSince sync.Map

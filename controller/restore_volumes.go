@@ -59,6 +59,18 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 		return err
 	}
 	before := rs.Status.DeepCopy()
+	deadline, bounded := r.deadline(rs)
+	expired := bounded && !now.Before(deadline)
+	if expired {
+		if err := r.timeOut(ctx, rs, pvrs); err != nil {
+			if apierrors.IsConflict(err) {
+				// A node-agent moved the volume meanwhile: look again with what it wrote.
+				return ctrl.Result{RequeueAfter: conflictRetry}, nil
+			}
+			return ctrl.Result{}, err
+		}
+	}
+	timedOut := TimedOutMessage(Timeout(rs.Spec.Timeout, r.DefaultTimeout))
 	var p v1.Progress
 	add := func(pvr *v1.PodVolumeRestore) {
 		p.BytesDone += pvr.Status.Progress.BytesDone
@@ -88,6 +100,11 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 				default:
 					pending++
 				}
+				continue
+			}
+			if expired {
+				failed++
+				addOnce(&rs.Status.Errors, fmt.Sprintf("volume %s of pod %s/%s: %s", vol, rp.pod.Namespace, rp.pod.Name, timedOut))
 				continue
 			}
 			pending++
@@ -134,14 +151,18 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 	if lost := rs.Status.VolumesTotal - len(covered); lost > 0 {
 		// A restored pod deleted before its volumes were filled is replaced by its controller within moments,
 		// and the restore webhook gives the new pod its volumes: wait a grace period before taking them as lost.
-		if left := r.lostGraceLeft(rs, now); left > 0 {
+		if left := r.lostGraceLeft(rs, now); left > 0 && !expired {
 			if wake == 0 || left < wake {
 				wake = left
 			}
 			pending += lost
 		} else {
 			failed += lost
-			addOnce(&rs.Status.Errors, fmt.Sprintf("%d volumes not restored: their pods were deleted before the restore reached them, and no replacement came within %s", lost, r.replacementGrace()))
+			why := fmt.Sprintf("no replacement came within %s", r.replacementGrace())
+			if expired {
+				why = "and the restore " + timedOut
+			}
+			addOnce(&rs.Status.Errors, fmt.Sprintf("%d volumes not restored: their pods were deleted before the restore reached them, %s", lost, why))
 		}
 	} else {
 		r.lostSince.Delete(rs.UID)
@@ -159,7 +180,10 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 		}
 	}
 	// Pods getting a node and PodVolumeRestores changing wake the restore through the watches; only the
-	// timeout of a pod that never gets a node, and the grace for lost pods, need a timer.
+	// timeout of a pod that never gets a node, the grace for lost pods, and the restore's timeout need a timer.
+	if bounded && !expired {
+		wake = soonest(wake, deadline.Sub(now))
+	}
 	if wake > 0 {
 		return ctrl.Result{RequeueAfter: wake + time.Second}, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -37,6 +38,9 @@ type Options struct {
 	// NodeAgentPrivileged runs the node-agent privileged instead of with named capabilities, for hosts whose
 	// SELinux policy keeps containers out of other pods' volumes.
 	NodeAgentPrivileged bool
+	// DefaultBackupTimeout and DefaultRestoreTimeout bound Backups and Restores that set no spec.timeout, as
+	// Go durations ("6h"), passed to the controller as given; empty keeps the controller's default (4h).
+	DefaultBackupTimeout, DefaultRestoreTimeout string
 	// NodeAgentConcurrency bounds the volumes one node-agent works on at once (default 2).
 	NodeAgentConcurrency int
 	// HostPodsDir is the kubelet's pods directory on the nodes (default /var/lib/kubelet/pods).
@@ -66,6 +70,14 @@ func Render(opts Options) ([]*unstructured.Unstructured, error) {
 			if _, err := resource.ParseQuantity(q); err != nil {
 				return nil, fmt.Errorf("resource quantity %q: %w", q, err)
 			}
+		}
+	}
+	for _, d := range []struct{ flag, value string }{{"default-backup-timeout", opts.DefaultBackupTimeout}, {"default-restore-timeout", opts.DefaultRestoreTimeout}} {
+		if d.value == "" {
+			continue
+		}
+		if v, err := time.ParseDuration(d.value); err != nil || v < 0 {
+			return nil, fmt.Errorf("--%s %q: want a duration such as 4h (0 for none)", d.flag, d.value)
 		}
 	}
 	if err := opts.Storage.validate(); err != nil {
@@ -190,6 +202,12 @@ func customizeWorkload(o *unstructured.Unstructured, opts Options) error {
 		}
 		if o.GetKind() == "Deployment" && len(opts.DefaultExcludedVolumes) > 0 {
 			args = setFlag(args, "--default-excluded-volumes", strings.Join(opts.DefaultExcludedVolumes, ","))
+		}
+		if o.GetKind() == "Deployment" && opts.DefaultBackupTimeout != "" {
+			args = setFlag(args, "--default-backup-timeout", opts.DefaultBackupTimeout)
+		}
+		if o.GetKind() == "Deployment" && opts.DefaultRestoreTimeout != "" {
+			args = setFlag(args, "--default-restore-timeout", opts.DefaultRestoreTimeout)
 		}
 		if o.GetKind() == "DaemonSet" {
 			if opts.NodeAgentPrivileged {

@@ -38,6 +38,7 @@ func TestRenderAppliesEveryFlag(t *testing.T) {
 		Namespace: "backup-system", Image: "straddle/straddle:v1", RestoreHelperImage: "quay.io/acme/helper:v1",
 		ImageRegistry: "registry.internal:5000/mirror/", DefaultVolumesToFsBackup: true, NodeAgentConcurrency: 4,
 		HostPodsDir: "/var/snap/microk8s/common/var/lib/kubelet/pods", NodeAgentMemoryLimit: "1Gi",
+		DefaultBackupTimeout: "6h", DefaultRestoreTimeout: "0",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +67,8 @@ func TestRenderAppliesEveryFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := buf.String()
-	for _, want := range []string{"--default-volumes-to-fs-backup=true", "--concurrency=4", "path: /var/snap/microk8s/common/var/lib/kubelet/pods", "memory: 1Gi", "--namespace=backup-system"} {
+	for _, want := range []string{"--default-volumes-to-fs-backup=true", "--concurrency=4", "path: /var/snap/microk8s/common/var/lib/kubelet/pods", "memory: 1Gi", "--namespace=backup-system",
+		"--default-backup-timeout=6h", "--default-restore-timeout=0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered YAML lacks %q", want)
 		}
@@ -77,7 +79,8 @@ func TestRenderAppliesEveryFlag(t *testing.T) {
 }
 
 func TestRenderRejectsBadInput(t *testing.T) {
-	for _, o := range []Options{{HostPodsDir: "relative/pods"}, {NodeAgentMemoryLimit: "lots"}, {NodeAgentConcurrency: -1}} {
+	for _, o := range []Options{{HostPodsDir: "relative/pods"}, {NodeAgentMemoryLimit: "lots"}, {NodeAgentConcurrency: -1},
+		{DefaultBackupTimeout: "soon"}, {DefaultRestoreTimeout: "-1h"}} {
 		if _, err := Render(o); err == nil {
 			t.Errorf("%+v accepted", o)
 		}

@@ -54,6 +54,8 @@ const (
 	ReasonCompleted = "BackupCompleted"
 	ReasonFailed    = "BackupFailed"
 	ReasonCanceled  = "BackupCanceled"
+	// ReasonStopped: the controller ended the PodVolumeBackup while it ran (its Backup timed out).
+	ReasonStopped = "BackupStopped"
 )
 
 // PodVolumeBackupReconciler backs up the volumes its node's PodVolumeBackups name, one per reconcile, so the
@@ -227,7 +229,8 @@ func (r *PodVolumeBackupReconciler) run(ctx context.Context, pvb *v1.PodVolumeBa
 	var reporter sync.WaitGroup
 	stop := make(chan struct{})
 	reporter.Go(func() {
-		reportProgress(bctx, r.Client, pvb, r.ProgressInterval, prog, func(o *v1.PodVolumeBackup, p v1.Progress) { o.Status.Progress = p }, cancel, stop)
+		reportProgress(bctx, r.Client, pvb, r.ProgressInterval, prog, func(o *v1.PodVolumeBackup, p v1.Progress) { o.Status.Progress = p },
+			func(o *v1.PodVolumeBackup) error { return endedIf(o.Status.Phase, o.Status.Message) }, cancel, stop)
 	})
 
 	measured := r.Metrics.started()
@@ -245,15 +248,25 @@ func (r *PodVolumeBackupReconciler) run(ctx context.Context, pvb *v1.PodVolumeBa
 	close(stop)
 	reporter.Wait()
 	deleted := errors.Is(context.Cause(bctx), errDeleted)
-	if deleted {
+	var ended *endedError
+	switch {
+	case deleted:
 		measured(nil, errDeleted)
-	} else {
+	case errors.As(context.Cause(bctx), &ended):
+		measured(nil, ended)
+	default:
 		measured(res, err)
 	}
 
 	if deleted {
 		log.Info("backup canceled: its PodVolumeBackup was deleted", "podvolumebackup", pvb.Name)
 		r.event(pvb, corev1.EventTypeWarning, ReasonCanceled, "backup canceled: the PodVolumeBackup was deleted")
+		return
+	}
+	if ended != nil {
+		// What reached storage is indexed (the writer's last checkpoint), so nothing uploaded is lost.
+		log.Info("backup stopped: its PodVolumeBackup was ended by the controller", "podvolumebackup", pvb.Name, "phase", ended.phase, "message", ended.message)
+		r.event(pvb, corev1.EventTypeWarning, ReasonStopped, "backup stopped: the PodVolumeBackup was %s by the controller: %s", ended.phase, ended.message)
 		return
 	}
 	if ctx.Err() != nil {
@@ -289,6 +302,17 @@ func (r *PodVolumeBackupReconciler) finish(ctx context.Context, pvb *v1.PodVolum
 		st.Phase, st.Message = v1.VolumePhaseCompleted, ""
 		st.SnapshotID, st.Stats, st.Warnings, st.Progress = res.SnapshotID, res.Stats, res.Warnings, res.Progress
 	})
+	var ended *endedError
+	if errors.As(err, &ended) {
+		// The controller's end stands; a snapshot saved meanwhile carries the backup's tag, so deleting the
+		// Backup removes it.
+		what := "its failure"
+		if backupErr == nil {
+			what = "its snapshot " + res.SnapshotID
+		}
+		r.event(pvb, corev1.EventTypeWarning, ReasonStopped, "backup ended here after the PodVolumeBackup was %s by the controller (%s); %s is not recorded", ended.phase, ended.message, what)
+		return nil
+	}
 	if err != nil {
 		return client.IgnoreNotFound(err)
 	}

@@ -40,6 +40,8 @@ const (
 	ReasonRestoreCompleted = "RestoreCompleted"
 	ReasonRestoreFailed    = "RestoreFailed"
 	ReasonRestoreCanceled  = "RestoreCanceled"
+	// ReasonRestoreStopped: the controller ended the PodVolumeRestore while it ran (its Restore timed out).
+	ReasonRestoreStopped = "RestoreStopped"
 )
 
 // restoreState is how far this process took a PodVolumeRestore.
@@ -245,11 +247,15 @@ func (r *PodVolumeRestoreReconciler) run(ctx context.Context, pvr *v1.PodVolumeR
 	var reporter sync.WaitGroup
 	stop := make(chan struct{})
 	reporter.Go(func() {
-		reportProgress(rctx, r.Client, pvr, r.ProgressInterval, prog, func(o *v1.PodVolumeRestore, p v1.Progress) { o.Status.Progress = p }, cancel, stop)
+		reportProgress(rctx, r.Client, pvr, r.ProgressInterval, prog, func(o *v1.PodVolumeRestore, p v1.Progress) { o.Status.Progress = p },
+			func(o *v1.PodVolumeRestore) error { return endedIf(o.Status.Phase, o.Status.Message) }, cancel, stop)
 	})
 	// The wait for the folder is over; its note would mislead while the data is written. The object read
 	// may predate the note (the cache lags), so it is cleared on the newest.
-	if err := r.updateStatus(ctx, pvr, true, func(st *v1.PodVolumeRestoreStatus) { st.Message = "" }); err != nil {
+	var ended *endedError
+	if err := r.updateStatus(ctx, pvr, true, func(st *v1.PodVolumeRestoreStatus) { st.Message = "" }); errors.As(err, &ended) {
+		cancel(ended)
+	} else if err != nil {
 		log.Error(err, "clear the note of the wait for the volume folder", "podvolumerestore", pvr.Name)
 	}
 	if r.beforeRestore != nil {
@@ -270,6 +276,12 @@ func (r *PodVolumeRestoreReconciler) run(ctx context.Context, pvr *v1.PodVolumeR
 		measured(nil, errDeleted)
 		log.Info("restore canceled: its PodVolumeRestore was deleted", "podvolumerestore", pvr.Name)
 		r.event(pvr, corev1.EventTypeWarning, ReasonRestoreCanceled, "restore canceled: the PodVolumeRestore was deleted")
+		return
+	}
+	if errors.As(context.Cause(rctx), &ended) {
+		measured(nil, ended)
+		log.Info("restore stopped: its PodVolumeRestore was ended by the controller", "podvolumerestore", pvr.Name, "phase", ended.phase, "message", ended.message)
+		r.event(pvr, corev1.EventTypeWarning, ReasonRestoreStopped, "restore stopped: the PodVolumeRestore was %s by the controller: %s", ended.phase, ended.message)
 		return
 	}
 	measured(res, err)
@@ -309,6 +321,14 @@ func (r *PodVolumeRestoreReconciler) finish(ctx context.Context, pvr *v1.PodVolu
 		}
 		st.Phase, st.Message, st.Progress = v1.VolumePhaseCompleted, res.message(), res.Progress
 	})
+	var ended *endedError
+	if errors.As(err, &ended) {
+		// The controller's end stands. A restore that completed here wrote its marker, so the pod starts with
+		// whole data; the Restore still counts the volume as the controller ended it.
+		r.event(pvr, corev1.EventTypeWarning, ReasonRestoreStopped, "restore ended here after the PodVolumeRestore was %s by the controller (%s); its outcome (%s) is not recorded",
+			ended.phase, ended.message, outcome(restoreErr))
+		return nil
+	}
 	if err != nil {
 		return client.IgnoreNotFound(err)
 	}
@@ -332,4 +352,12 @@ func shortID(s string) string {
 		return s[:8]
 	}
 	return s
+}
+
+// outcome is "completed", or the error's message.
+func outcome(err error) string {
+	if err == nil {
+		return "completed"
+	}
+	return "failed: " + err.Error()
 }

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -54,16 +55,46 @@ func updateStatusNewest[T any, P object[T]](ctx context.Context, reader client.R
 	})
 }
 
+// endedError says a PodVolumeBackup or PodVolumeRestore was found terminal while this agent still worked on
+// it: someone else ended it (the controller fails the unfinished volumes of a Backup or Restore that timed
+// out). Its phase and message stand: the agent stops the work and never writes over them.
+type endedError struct {
+	phase   v1.VolumePhase
+	message string
+}
+
+func (e *endedError) Error() string {
+	return fmt.Sprintf("ended by the controller meanwhile (%s: %s)", e.phase, e.message)
+}
+
+// endedIf is an *endedError when phase is terminal, else nil.
+func endedIf(phase v1.VolumePhase, message string) error {
+	switch phase {
+	case v1.VolumePhaseCompleted, v1.VolumePhaseFailed, v1.VolumePhaseCanceled:
+		return &endedError{phase: phase, message: message}
+	}
+	return nil
+}
+
 // updateStatus applies mutate to a PodVolumeBackup's status: with retryConflicts as updateStatusNewest,
-// without as updateStatusAt.
+// without as updateStatusAt. With retryConflicts a newest status that is terminal is left alone and an
+// *endedError returned: the agent's outcome never overwrites the controller's.
 func (r *PodVolumeBackupReconciler) updateStatus(ctx context.Context, pvb *v1.PodVolumeBackup, retryConflicts bool, mutate func(*v1.PodVolumeBackupStatus)) error {
 	if !retryConflicts {
 		return updateStatusAt(ctx, r.Client, pvb, func(o *v1.PodVolumeBackup) { mutate(&o.Status) })
 	}
-	return updateStatusNewest(ctx, r.APIReader, r.Client, pvb, "podvolumebackups", func(o *v1.PodVolumeBackup) bool {
+	var ended error
+	err := updateStatusNewest(ctx, r.APIReader, r.Client, pvb, "podvolumebackups", func(o *v1.PodVolumeBackup) bool {
+		if ended = endedIf(o.Status.Phase, o.Status.Message); ended != nil {
+			return false
+		}
 		mutate(&o.Status)
 		return true
 	})
+	if err == nil {
+		err = ended
+	}
+	return err
 }
 
 // updateStatus applies mutate to a PodVolumeRestore's status, as PodVolumeBackupReconciler.updateStatus does.
@@ -71,10 +102,18 @@ func (r *PodVolumeRestoreReconciler) updateStatus(ctx context.Context, pvr *v1.P
 	if !retryConflicts {
 		return updateStatusAt(ctx, r.Client, pvr, func(o *v1.PodVolumeRestore) { mutate(&o.Status) })
 	}
-	return updateStatusNewest(ctx, r.APIReader, r.Client, pvr, "podvolumerestores", func(o *v1.PodVolumeRestore) bool {
+	var ended error
+	err := updateStatusNewest(ctx, r.APIReader, r.Client, pvr, "podvolumerestores", func(o *v1.PodVolumeRestore) bool {
+		if ended = endedIf(o.Status.Phase, o.Status.Message); ended != nil {
+			return false
+		}
 		mutate(&o.Status)
 		return true
 	})
+	if err == nil {
+		err = ended
+	}
+	return err
 }
 
 // progressBox holds the newest progress reading of a running backup or restore.
@@ -101,9 +140,10 @@ func (b *progressBox) get() (v1.Progress, bool) {
 }
 
 // reportProgress writes the progress in prog into obj's status (through setProgress) every interval until
-// stop closes, and cancels the work with errDeleted once obj is gone or being deleted.
+// stop closes, and cancels the work with errDeleted once obj is gone or being deleted, and with ended's
+// error once that says someone else ended it.
 func reportProgress[T any, P object[T]](ctx context.Context, c client.Client, obj P, interval time.Duration, prog *progressBox,
-	setProgress func(P, v1.Progress), cancel context.CancelCauseFunc, stop <-chan struct{}) {
+	setProgress func(P, v1.Progress), ended func(P) error, cancel context.CancelCauseFunc, stop <-chan struct{}) {
 	log := ctrl.LoggerFrom(ctx)
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -121,6 +161,12 @@ func reportProgress[T any, P object[T]](ctx context.Context, c client.Client, ob
 		if apierrors.IsNotFound(err) || (err == nil && (cur.GetUID() != obj.GetUID() || cur.GetDeletionTimestamp() != nil)) {
 			cancel(errDeleted)
 			return
+		}
+		if err == nil {
+			if e := ended(cur); e != nil {
+				cancel(e)
+				return
+			}
 		}
 		p, ok := prog.get()
 		if !ok || p == last {

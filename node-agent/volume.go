@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
@@ -38,6 +40,9 @@ func (r *PodVolumeBackupReconciler) backup(ctx context.Context, pvb *v1.PodVolum
 		return nil, fmt.Errorf("%w (from the pod's backup.straddle.io/exclude-patterns annotation)", err)
 	}
 	dir, err := r.volumeDir(ctx, pvb)
+	if errors.Is(err, hostpods.ErrNotFound) {
+		return nil, r.whyMissing(ctx, pvb, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +113,28 @@ func (r *PodVolumeBackupReconciler) volumeDir(ctx context.Context, pvb *v1.PodVo
 		v.PVName = pvc.Spec.VolumeName
 	}
 	return hostpods.Find(r.HostPodsDir, v)
+}
+
+// whyMissing says why pvb's volume folder is not on this node: its pod was deleted (or replaced by another
+// of the same name); or, for a backup an agent restart interrupted (it found the folder before), the volume is
+// gone. Otherwise notFound stands as it is: a wrong --host-pods-dir looks the same, and its message says so.
+func (r *PodVolumeBackupReconciler) whyMissing(ctx context.Context, pvb *v1.PodVolumeBackup, notFound error) error {
+	ref := pvb.Spec.Pod
+	var pod corev1.Pod
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod)
+	if apierrors.IsNotFound(err) || (err == nil && ((ref.UID != "" && string(pod.UID) != ref.UID) || pod.DeletionTimestamp != nil)) {
+		return fmt.Errorf("pod %s/%s was deleted", ref.Namespace, ref.Name)
+	}
+	if err == nil && resumed(pvb) {
+		return fmt.Errorf("volume %s of pod %s/%s is gone: %w", pvb.Spec.Volume, ref.Namespace, ref.Name, notFound)
+	}
+	return notFound
+}
+
+// resumed reports whether pvb is being run again after a node-agent restart interrupted it.
+func resumed(pvb *v1.PodVolumeBackup) bool {
+	n, err := strconv.Atoi(pvb.Annotations[AttemptsAnnotation])
+	return err == nil && n > 1
 }
 
 // findParent loads the parent snapshot the controller chose. One that is gone (forgotten and pruned since)

@@ -21,6 +21,13 @@ type BackupSpec struct {
 	DefaultVolumesToFsBackup *bool `json:"defaultVolumesToFsBackup,omitempty"`
 	// StorageLocation names a BackupStorageLocation; empty means the default one.
 	StorageLocation string `json:"storageLocation,omitempty"`
+	// Timeout bounds the backup, counted from its start (status.startTimestamp), as a Go duration such as 4h;
+	// unset means the install's default. Volumes not finished by then fail with "timed out after …"; those
+	// that finished stay recorded and restorable, and the backup ends PartiallyFailed.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// Hooks run commands in the selected pods around their volumes' backup, as Velero's BackupSpec.Hooks.
 	// A pod with hook annotations runs those instead of any of these.
 	Hooks BackupHooks `json:"hooks,omitempty,omitzero"`

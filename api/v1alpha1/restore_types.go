@@ -12,6 +12,13 @@ type RestoreSpec struct {
 	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
 	// NamespaceMapping restores a backed-up namespace (key) into another (value).
 	NamespaceMapping map[string]string `json:"namespaceMapping,omitempty"`
+	// Timeout bounds the restore, counted from its start (status.startTimestamp), as a Go duration such as
+	// 4h; unset means the install's default. Volumes not restored by then fail with "timed out after …";
+	// those restored stay, and the restore ends PartiallyFailed.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// Hooks add init containers to restored pods, after restore-wait: they see the volumes' data restored.
 	Hooks RestoreHooks `json:"hooks,omitempty,omitzero"`
 }

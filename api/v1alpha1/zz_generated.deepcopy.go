@@ -313,6 +313,11 @@ func (in *BackupSpec) DeepCopyInto(out *BackupSpec) {
 		*out = new(bool)
 		**out = **in
 	}
+	if in.Timeout != nil {
+		in, out := &in.Timeout, &out.Timeout
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	in.Hooks.DeepCopyInto(&out.Hooks)
 }
 
@@ -1072,6 +1077,11 @@ func (in *RestoreSpec) DeepCopyInto(out *RestoreSpec) {
 		for key, val := range *in {
 			(*out)[key] = val
 		}
+	}
+	if in.Timeout != nil {
+		in, out := &in.Timeout, &out.Timeout
+		*out = new(v1.Duration)
+		**out = **in
 	}
 	in.Hooks.DeepCopyInto(&out.Hooks)
 }

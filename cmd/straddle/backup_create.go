@@ -51,6 +51,7 @@ type backupSpecFlags struct {
 	excludeNamespaces []string
 	selector          string
 	ttl               string
+	timeout           string
 	// defaultVolumes is nil unless the flag was given, so an unset flag leaves the install's default.
 	defaultVolumes  *bool
 	storageLocation string
@@ -61,6 +62,7 @@ func (o *backupSpecFlags) register(fl *pflag.FlagSet) {
 	fl.StringSliceVar(&o.excludeNamespaces, "exclude-namespaces", nil, "namespaces not to back up, comma-separated")
 	fl.StringVarP(&o.selector, "selector", "l", "", "back up only the pods matching this label selector, such as app=web,tier in (db,cache)")
 	fl.StringVar(&o.ttl, "ttl", "", "how long to keep each backup, such as 72h or 30d (default 720h)")
+	fl.StringVar(&o.timeout, "timeout", "", "fail the volumes not backed up this long after the start, keeping those that were, such as 2h (default: the install's, 4h; 0: no bound)")
 	fl.Var(optionalBool{&o.defaultVolumes}, "default-volumes-to-fs-backup", "back up every pod volume not excluded by annotation (default: the install's setting)")
 	fl.Lookup("default-volumes-to-fs-backup").NoOptDefVal = "true"
 	fl.StringVar(&o.storageLocation, "storage-location", "", "BackupStorageLocation to store the backups in (default: the default location)")
@@ -106,6 +108,7 @@ func (o *backupSpecFlags) spec() (v1.BackupSpec, error) {
 			*set.dst = append(*set.dst, ns)
 		}
 	}
+	var err error
 	if o.selector != "" {
 		sel, err := metav1.ParseToLabelSelector(o.selector)
 		if err != nil {
@@ -120,10 +123,25 @@ func (o *backupSpecFlags) spec() (v1.BackupSpec, error) {
 		}
 		spec.TTL = &metav1.Duration{Duration: ttl}
 	}
+	if spec.Timeout, err = parseTimeout(o.timeout); err != nil {
+		return v1.BackupSpec{}, err
+	}
 	if o.storageLocation != "" && len(validation.IsDNS1123Subdomain(o.storageLocation)) > 0 {
 		return v1.BackupSpec{}, fmt.Errorf("--storage-location %q is not a valid object name", o.storageLocation)
 	}
 	return spec, nil
+}
+
+// parseTimeout reads --timeout: empty leaves the install's default (nil), 0 means no bound.
+func parseTimeout(s string) (*metav1.Duration, error) {
+	if s == "" {
+		return nil, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return nil, fmt.Errorf("--timeout %q is not a duration such as 4h or 90m (0 for no bound)", s)
+	}
+	return &metav1.Duration{Duration: d}, nil
 }
 
 // parseTTL reads a positive Go duration, and also whole days ("30d"), which is how people say retention.

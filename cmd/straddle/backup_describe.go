@@ -11,10 +11,12 @@ import (
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/straddle-io/straddle/api/v1alpha1"
+	"github.com/straddle-io/straddle/controller"
 	"github.com/straddle-io/straddle/controller/bsl"
 )
 
@@ -114,6 +116,7 @@ func describeBackup(v backupView, details bool, now time.Time) string {
 		ttl = b.Spec.TTL.Duration.String()
 	}
 	field("TTL", ttl)
+	field("Timeout", timeoutText(b.Spec.Timeout, s.Conditions))
 	field("Expires", timestamp(s.Expiration, now))
 	field("Started", timestamp(s.StartTimestamp, now))
 	field("Completed", timestamp(s.CompletionTimestamp, now))
@@ -336,6 +339,21 @@ func selectorText(sel *metav1.LabelSelector) string {
 		return "every pod"
 	}
 	return s.String()
+}
+
+// timeoutText says what bounds a Backup or Restore, and whether it ran out of time.
+func timeoutText(spec *metav1.Duration, conds []metav1.Condition) string {
+	s := "the install's default"
+	switch {
+	case spec != nil && spec.Duration <= 0:
+		s = "none"
+	case spec != nil:
+		s = controller.ShortDuration(spec.Duration)
+	}
+	if c := meta.FindStatusCondition(conds, controller.ConditionTimedOut); c != nil && c.Status == metav1.ConditionTrue {
+		s += "; " + c.Message + ": the unfinished volumes failed, the finished ones were kept"
+	}
+	return s
 }
 
 func defaultVolumesText(v *bool) string {

@@ -55,6 +55,8 @@ func (f *renderFlags) registerInstall(cmd *cobra.Command) {
 		"Secrets (comma-separated names, in each restored pod's namespace) to pull the restore helper image with")
 	fl.BoolVar(&f.NodeAgentPrivileged, "node-agent-privileged", false,
 		"run the node-agent privileged instead of with named capabilities (SELinux-enforcing hosts)")
+	fl.StringVar(&f.DefaultBackupTimeout, "default-backup-timeout", "", "how long a Backup that sets no spec.timeout may run before its unfinished volumes fail (default 4h; 0: no bound)")
+	fl.StringVar(&f.DefaultRestoreTimeout, "default-restore-timeout", "", "how long a Restore that sets no spec.timeout may run before its unfinished volumes fail (default 4h; 0: no bound)")
 	fl.IntVar(&f.NodeAgentConcurrency, "node-agent-concurrency", 0, "volumes one node-agent works on at once (default 2)")
 	fl.StringVar(&f.HostPodsDir, "host-pods-dir", "", "the kubelet's pods directory on the nodes (default /var/lib/kubelet/pods)")
 	fl.StringVar(&f.NodeAgentCPURequest, "node-agent-cpu-request", "", "node-agent CPU request")

@@ -25,6 +25,7 @@ type restoreCreateOptions struct {
 	includeNamespaces []string
 	excludeNamespaces []string
 	mappings          []string
+	timeout           string
 	wait              bool
 }
 
@@ -50,6 +51,7 @@ func newRestoreCreateCmd(f *backupFlags) *cobra.Command {
 	fl.StringSliceVar(&o.includeNamespaces, "include-namespaces", nil, "backed-up namespaces to restore, comma-separated; * for all (default all)")
 	fl.StringSliceVar(&o.excludeNamespaces, "exclude-namespaces", nil, "backed-up namespaces not to restore, comma-separated")
 	fl.StringSliceVar(&o.mappings, "namespace-mappings", nil, "restore namespaces under other names, as src:dst pairs, comma-separated (a:b,c:d)")
+	fl.StringVar(&o.timeout, "timeout", "", "fail the volumes not restored this long after the start, keeping those that were, such as 2h (default: the install's, 4h; 0: no bound)")
 	fl.BoolVar(&o.wait, "wait", false, "wait until the restore ends, showing its progress; exit non-zero unless it Completed")
 	return cmd
 }
@@ -123,6 +125,9 @@ func (o *restoreCreateOptions) spec() (v1.RestoreSpec, error) {
 	}
 	spec.IncludedNamespaces, spec.ExcludedNamespaces = bspec.IncludedNamespaces, bspec.ExcludedNamespaces
 	if spec.NamespaceMapping, err = parseNamespaceMappings(o.mappings); err != nil {
+		return v1.RestoreSpec{}, err
+	}
+	if spec.Timeout, err = parseTimeout(o.timeout); err != nil {
 		return v1.RestoreSpec{}, err
 	}
 	for src := range spec.NamespaceMapping {

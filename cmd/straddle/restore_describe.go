@@ -64,6 +64,7 @@ func describeRestore(r *v1.Restore, pvrs []v1.PodVolumeRestore, details bool, no
 	field("Backup", r.Spec.BackupName)
 	field("Namespaces", namespacesText(&v1.BackupSpec{IncludedNamespaces: r.Spec.IncludedNamespaces, ExcludedNamespaces: r.Spec.ExcludedNamespaces}))
 	field("Namespace mapping", mappingText(r.Spec.NamespaceMapping))
+	field("Timeout", timeoutText(r.Spec.Timeout, s.Conditions))
 	field("Started", timestamp(s.StartTimestamp, now))
 	field("Completed", timestamp(s.CompletionTimestamp, now))
 	field("Volumes", restoreVolumesText(s))

@@ -102,6 +102,8 @@ type controllerOptions struct {
 	maxVolumesInFlight int
 	// restorePriorities orders the resources a restore creates; the rest follow by name.
 	restorePriorities []string
+	// defaultBackupTimeout and defaultRestoreTimeout bound Backups and Restores that set no spec.timeout.
+	defaultBackupTimeout, defaultRestoreTimeout time.Duration
 	// restoreVolumeTimeout fails the volumes of a restored pod that gets no node within it.
 	restoreVolumeTimeout time.Duration
 	// maintenanceRetryDelay is how soon a failed or postponed prune or check is requested again.
@@ -136,6 +138,10 @@ func newControllerCmd() *cobra.Command {
 	cmd.Flags().IntVar(&o.maxVolumesInFlight, "max-volumes-in-flight", controller.DefaultMaxVolumesInFlight, "most PodVolumeBackups not yet finished, cluster-wide")
 	cmd.Flags().StringSliceVar(&o.restorePriorities, "restore-resource-priorities", controller.DefaultRestorePriorities,
 		"resources a restore creates first, in this order (resource or resource.group); the rest follow by name")
+	cmd.Flags().DurationVar(&o.defaultBackupTimeout, "default-backup-timeout", controller.DefaultTimeout,
+		"how long a Backup that sets no spec.timeout may run, from its start, before its unfinished volumes fail (0: no bound)")
+	cmd.Flags().DurationVar(&o.defaultRestoreTimeout, "default-restore-timeout", controller.DefaultTimeout,
+		"how long a Restore that sets no spec.timeout may run, from its start, before its unfinished volumes fail (0: no bound)")
 	cmd.Flags().DurationVar(&o.restoreVolumeTimeout, "restore-volume-timeout", controller.DefaultRestoreVolumeTimeout,
 		"how long a restored pod may stay without a node before its volumes count as failed")
 	cmd.Flags().DurationVar(&o.maintenanceRetryDelay, "maintenance-retry-delay", controller.DefaultMaintenanceRetryDelay,
@@ -155,6 +161,9 @@ func newControllerCmd() *cobra.Command {
 func (o *controllerOptions) run(ctx context.Context) error {
 	if o.maxVolumesInFlight < 1 {
 		return fmt.Errorf("--max-volumes-in-flight %d must be at least 1", o.maxVolumesInFlight)
+	}
+	if o.defaultBackupTimeout < 0 || o.defaultRestoreTimeout < 0 {
+		return fmt.Errorf("--default-backup-timeout %s and --default-restore-timeout %s must not be negative", o.defaultBackupTimeout, o.defaultRestoreTimeout)
 	}
 	if o.restoreVolumeTimeout <= 0 {
 		return fmt.Errorf("--restore-volume-timeout %s must be positive", o.restoreVolumeTimeout)
@@ -228,6 +237,7 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		DefaultExcludedVolumes:   o.defaultExcludedVolumes,
 		MaxVolumesInFlight:       o.maxVolumesInFlight,
 		Resources:                &resources.Collector{Discovery: disco, Dynamic: dyn, SecretsExcludedIn: o.namespace},
+		DefaultTimeout:           noBoundIfZero(o.defaultBackupTimeout),
 		Exec:                     &hooks.PodExec{Config: mgr.GetConfig(), REST: core.CoreV1().RESTClient()},
 	}
 	if err := backups.SetupWithManager(mgr); err != nil {
@@ -245,14 +255,15 @@ func (o *controllerOptions) run(ctx context.Context) error {
 		return err
 	}
 	restores := &controller.RestoreReconciler{
-		Client:        mgr.GetClient(),
-		APIReader:     mgr.GetAPIReader(),
-		Clock:         clock.RealClock{},
-		Events:        events,
-		Metrics:       cm,
-		Namespace:     o.namespace,
-		Priorities:    o.restorePriorities,
-		VolumeTimeout: o.restoreVolumeTimeout,
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Clock:          clock.RealClock{},
+		Events:         events,
+		Metrics:        cm,
+		Namespace:      o.namespace,
+		Priorities:     o.restorePriorities,
+		VolumeTimeout:  o.restoreVolumeTimeout,
+		DefaultTimeout: noBoundIfZero(o.defaultRestoreTimeout),
 	}
 	if err := restores.SetupWithManager(mgr); err != nil {
 		return err
@@ -312,6 +323,8 @@ type nodeAgentOptions struct {
 	heartbeatInterval time.Duration
 	// memoryLimit bounds the repository indexes held in memory (parseMemoryLimit).
 	memoryLimit string
+	// checkpointInterval is how often a running backup indexes what it stored, for a restarted agent to reuse.
+	checkpointInterval time.Duration
 }
 
 func newNodeAgentCmd() *cobra.Command {
@@ -333,6 +346,10 @@ func newNodeAgentCmd() *cobra.Command {
 		"how often a running prune or check says so in its BackupRepository (keep it several times under the controller's --maintenance-stale-after)")
 	cmd.Flags().StringVar(&o.memoryLimit, "memory-limit", "auto",
 		"memory the agent should stay within, such as 512Mi: a quarter of it, shared by the --concurrency volumes, bounds the repository indexes in memory; beyond that they are paged to temporary files (auto: the container's cgroup limit; 0: none)")
+	cmd.Flags().DurationVar(&o.checkpointInterval, "checkpoint-interval", nodeagent.DefaultCheckpointInterval,
+		"how often a running backup indexes the packs it stored, so a backup resumed after the agent restarts re-uploads at most this much work (each checkpoint writes an index object)")
+	// A tuning knob (tests shorten it); the default suits real volumes.
+	_ = cmd.Flags().MarkHidden("checkpoint-interval")
 	return cmd
 }
 
@@ -358,6 +375,9 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	if limit > 0 {
 		paging.Budget = max(1, paging.Budget)
 	}
+	if o.checkpointInterval <= 0 {
+		return fmt.Errorf("--checkpoint-interval %s must be positive", o.checkpointInterval)
+	}
 	if fi, err := os.Stat(o.hostPodsDir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("host pods directory %s is not mounted: %v", o.hostPodsDir, err)
 	}
@@ -374,15 +394,16 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 	}
 	events := m.Recorder(mgr.GetEventRecorder("straddle-node-agent"))
 	pvbs := &nodeagent.PodVolumeBackupReconciler{
-		Client:      mgr.GetClient(),
-		APIReader:   mgr.GetAPIReader(),
-		Recorder:    events,
-		Clock:       clock.RealClock{},
-		NodeName:    o.nodeName,
-		Namespace:   o.namespace,
-		HostPodsDir: o.hostPodsDir,
-		IndexPaging: paging,
-		Metrics:     m,
+		Client:             mgr.GetClient(),
+		APIReader:          mgr.GetAPIReader(),
+		Recorder:           events,
+		Clock:              clock.RealClock{},
+		NodeName:           o.nodeName,
+		Namespace:          o.namespace,
+		HostPodsDir:        o.hostPodsDir,
+		IndexPaging:        paging,
+		Metrics:            m,
+		CheckpointInterval: o.checkpointInterval,
 	}
 	if err := pvbs.SetupWithManager(mgr, o.concurrency); err != nil {
 		return err
@@ -427,4 +448,12 @@ func (o *nodeAgentOptions) run(ctx context.Context) error {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// noBoundIfZero maps a timeout flag's 0 ("no bound") to the reconcilers' negative, whose zero means the default.
+func noBoundIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

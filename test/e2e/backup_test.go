@@ -237,13 +237,15 @@ func TestBackupAcceptance(t *testing.T) {
 	watch.check(t)
 }
 
-// TestNodeAgentKilledMidBackup SIGKILLs the node-agent backing up the big volume and restarts it: the
-// PodVolumeBackup must end Completed (and restore byte for byte) or Failed with a reason, never stay
-// InProgress, and the Backup must reach a terminal phase that agrees with it.
+// TestNodeAgentKilledMidBackup SIGKILLs the node-agent backing up the big volume once at least half of it is
+// stored and indexed by a checkpoint (the agents checkpoint every second here), and restarts it: the backup
+// must resume, not start over and not fail. The PodVolumeBackup ends Completed with bytes_added well under the
+// volume's size (what the checkpoint indexed is not uploaded again), it restores byte for byte, and the Backup
+// is Completed.
 func TestNodeAgentKilledMidBackup(t *testing.T) {
 	c := startCluster(t, clusterOptions{Fill: fixtures{
 		"vault/big/blob": func(dir string) error { return writeRandomFile(filepath.Join(dir, "blob.bin"), bigSize, 21, 0o600) },
-	}.fill})
+	}.fill, NodeAgentArgs: []string{"--checkpoint-interval", "1s"}})
 	mustCreate(t, c.cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "vault"}})
 	mustCreate(t, c.cl, testPod("vault", "big", nodeB, map[string]string{annBackupVolumes: "blob"}, emptyDirVolume("blob")))
 	c.waitPodsRunning(t, "vault", 1)
@@ -264,22 +266,23 @@ func TestNodeAgentKilledMidBackup(t *testing.T) {
 	if pvb.Spec.Node != nodeB {
 		t.Fatalf("PodVolumeBackup %s is for node %q, want %s", pvb.Name, pvb.Spec.Node, nodeB)
 	}
-	// Kill once the first pack is stored, so the kill lands mid-data with something uploaded that a retry
-	// may reuse, not before the first read.
-	var stored int64
-	c.waitFor(t, "the big volume's first pack in the bucket", time.Minute, func() (bool, error) {
-		stored = 0
-		for _, size := range c.bucketObjects(t, "repositories/vault/data/") {
-			stored += size
-		}
+	// Kill once half the volume is in packs and a checkpoint written after that indexes them: a resumed
+	// backup then has at most the other half to add.
+	stored, indexes := c.storedData(t, "vault")
+	half := int64(-1)
+	c.waitFor(t, "half the big volume stored, then a checkpoint", 2*time.Minute, func() (bool, error) {
 		if p := c.volumeBackups(t, "killed")["vault/big/blob"]; terminalVolume(p.Status.Phase) {
 			t.Fatalf("the big volume's backup ended %s before the test could kill its node-agent: the volume is too small to catch it mid-backup", p.Status.Phase)
 		}
-		return stored > 0, nil
+		stored, indexes = c.storedData(t, "vault")
+		if half < 0 && stored >= bigSize/2 {
+			half = indexes
+		}
+		return half >= 0 && indexes > half, fmt.Errorf("%d bytes of packs, %d index objects", stored, indexes)
 	})
 	agent := c.agents[nodeB]
 	agent.kill9(t)
-	t.Logf("killed the node-agent of %s %.1fs after the Backup was created, with %d bytes of packs stored", nodeB, time.Since(start).Seconds(), stored)
+	t.Logf("killed the node-agent of %s %.1fs after the Backup was created, with %d bytes of packs and %d index objects stored", nodeB, time.Since(start).Seconds(), stored, indexes)
 	if err := c.cl.Get(context.Background(), client.ObjectKeyFromObject(&pvb), &pvb); err != nil {
 		t.Fatal(err)
 	}
@@ -291,24 +294,29 @@ func TestNodeAgentKilledMidBackup(t *testing.T) {
 
 	backup := c.waitBackup(t, "killed", backupTimeout)
 	pvb = c.volumeBackups(t, "killed")["vault/big/blob"]
-	switch pvb.Status.Phase {
-	case v1.VolumePhaseCompleted:
-		if backup.Status.Phase != v1.PhaseCompleted {
-			t.Errorf("the only PodVolumeBackup Completed, but the Backup is %s", backup.Status.Phase)
-		}
-		c.checkRestores(t, "vault/big/blob", pvb)
-	case v1.VolumePhaseFailed:
-		if strings.TrimSpace(pvb.Status.Message) == "" {
-			t.Errorf("PodVolumeBackup %s Failed without a reason", pvb.Name)
-		}
-		if backup.Status.Phase == v1.PhaseCompleted {
-			t.Errorf("the only PodVolumeBackup Failed, but the Backup is Completed")
-		}
-		t.Logf("after the restart the volume's backup Failed: %s", pvb.Status.Message)
-	default:
-		t.Errorf("after the restart PodVolumeBackup %s is %q, want Completed or Failed", pvb.Name, pvb.Status.Phase)
+	if pvb.Status.Phase != v1.VolumePhaseCompleted || backup.Status.Phase != v1.PhaseCompleted {
+		t.Fatalf("after the restart the PodVolumeBackup is %s (%q) and the Backup %s; want both Completed: a restart resumes, it does not fail",
+			pvb.Status.Phase, pvb.Status.Message, backup.Status.Phase)
 	}
+	if pvb.Annotations["straddle.io/attempts"] != "2" {
+		t.Errorf("attempts annotation %q, want 2 (resumed once)", pvb.Annotations["straddle.io/attempts"])
+	}
+	added := pvb.Status.Stats.BytesAdded
+	t.Logf("the resumed backup added %d bytes of the %d-byte volume (%.0f%%)", added, bigSize, 100*float64(added)/bigSize)
+	if added >= bigSize*6/10 {
+		t.Errorf("the resumed backup added %d bytes of a %d-byte volume of which at least half was stored and indexed before the kill; want under 60%%", added, bigSize)
+	}
+	c.checkRestores(t, "vault/big/blob", pvb)
 	watch.check(t)
+}
+
+// storedData sums the bytes of a namespace's repository packs in the bucket and counts its index objects.
+func (c *cluster) storedData(t testing.TB, namespace string) (packBytes, indexes int64) {
+	t.Helper()
+	for _, size := range c.bucketObjects(t, "repositories/"+namespace+"/data/") {
+		packBytes += size
+	}
+	return packBytes, int64(len(c.bucketObjects(t, "repositories/"+namespace+"/index/")))
 }
 
 // createBackupIfMissing creates the Backup unless it exists, so a broken CLI fails its own check without
