@@ -35,10 +35,17 @@ import (
 // node's PodVolumeBackup InProgress after a restart bumps it before running the backup again.
 const AttemptsAnnotation = "straddle.io/attempts"
 
+// FurthestAnnotation holds the most bytes any attempt of a PodVolumeBackup had read when its agent died: a
+// restart after which the backup got further than that is progress, not a crash loop, and is not held against
+// the volume.
+const FurthestAnnotation = "straddle.io/furthest-bytes"
+
 // Defaults of PodVolumeBackupReconciler's tunables.
 const (
 	// DefaultMaxAttempts runs a backup once more after the agent died during it: the checkpointed index
-	// makes that retry cheap, and a volume that kills the agent twice is failed rather than looped on.
+	// makes that retry cheap. Restarts after which the backup read further than ever before do not count
+	// against it (rollouts, drains), so only a volume that kills the agent again before it gets further is
+	// failed rather than looped on.
 	DefaultMaxAttempts        = 2
 	DefaultCheckpointInterval = time.Minute
 	DefaultProgressInterval   = 2 * time.Second
@@ -189,8 +196,10 @@ func (r *PodVolumeBackupReconciler) resume(ctx context.Context, pvb *v1.PodVolum
 	if n, err := strconv.Atoi(pvb.Annotations[AttemptsAnnotation]); err == nil && n > 0 {
 		attempts = n
 	}
-	if attempts >= r.MaxAttempts {
-		msg := fmt.Sprintf("node-agent restarted during the backup %d times; not trying again", attempts)
+	furthest, _ := strconv.ParseInt(pvb.Annotations[FurthestAnnotation], 10, 64)
+	progressed := pvb.Status.Progress.BytesDone > furthest
+	if attempts >= r.MaxAttempts && !progressed {
+		msg := fmt.Sprintf("node-agent restarted during the backup %d times, the last time before the backup got further than the time before; not trying again", attempts)
 		if err := r.finish(ctx, pvb, nil, errors.New(msg)); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -204,6 +213,7 @@ func (r *PodVolumeBackupReconciler) resume(ctx context.Context, pvb *v1.PodVolum
 		upd.Annotations = map[string]string{}
 	}
 	upd.Annotations[AttemptsAnnotation] = strconv.Itoa(attempts + 1)
+	upd.Annotations[FurthestAnnotation] = strconv.FormatInt(max(furthest, pvb.Status.Progress.BytesDone), 10)
 	if err := r.Client.Update(ctx, upd); apierrors.IsConflict(err) {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	} else if err != nil {

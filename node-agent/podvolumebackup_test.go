@@ -151,6 +151,13 @@ func TestResumeCountsAttempts(t *testing.T) {
 	attempts := func(n string) func(*v1.PodVolumeBackup) {
 		return func(p *v1.PodVolumeBackup) { p.Annotations = map[string]string{AttemptsAnnotation: n} }
 	}
+	// readSoFar sets the furthest an earlier attempt got and what the one that just died had read.
+	readSoFar := func(furthest string, done int64) func(*v1.PodVolumeBackup) {
+		return func(p *v1.PodVolumeBackup) {
+			p.Annotations[FurthestAnnotation] = furthest
+			p.Status.Progress.BytesDone = done
+		}
+	}
 	for _, c := range []struct {
 		name         string
 		pvb          *v1.PodVolumeBackup
@@ -161,6 +168,8 @@ func TestResumeCountsAttempts(t *testing.T) {
 		{"first restart runs it again", newPVB(v1.VolumePhaseInProgress), 1, "2", "not found under"},
 		{"unreadable count is a first attempt", newPVB(v1.VolumePhaseInProgress, attempts("x")), 1, "2", "not found under"},
 		{"at the limit it fails", newPVB(v1.VolumePhaseInProgress, attempts("2")), 0, "2", "node-agent restarted during the backup 2 times"},
+		{"at the limit, further than ever, it runs again", newPVB(v1.VolumePhaseInProgress, attempts("2"), readSoFar("100", 150)), 1, "3", "not found under"},
+		{"at the limit, not further, it fails", newPVB(v1.VolumePhaseInProgress, attempts("2"), readSoFar("150", 100)), 0, "2", "the last time before the backup got further"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var w writes
