@@ -203,7 +203,9 @@ func TestBackupStopsWhenTheParentCannotBeFound(t *testing.T) {
 	if err := os.WriteFile(snaps[0], []byte("not a sealed snapshot"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := straddle(t, "repo", "backup", src, "--repo", repoDir, "--host", "h")
+	// Without the snapshot cache: a client that cached the snapshot when it saved it reads its intact copy
+	// (snapshots are named by their content), which is the cache's point; a client without it must stop.
+	_, err := straddle(t, "repo", "backup", src, "--repo", repoDir, "--host", "h", "--cache-dir=")
 	if err == nil || !strings.Contains(err.Error(), "find the parent snapshot") {
 		t.Fatalf("backup beside a damaged snapshot: %v, want it to stop naming the parent lookup", err)
 	}
