@@ -158,7 +158,7 @@ func (r *RestoreReconciler) followVolumes(ctx context.Context, rs *v1.Restore) (
 			pending += lost
 		} else {
 			failed += lost
-			why := fmt.Sprintf("no replacement came within %s", r.replacementGrace())
+			why := fmt.Sprintf("and no replacement came within %s", r.replacementGrace())
 			if expired {
 				why = "and the restore " + timedOut
 			}
