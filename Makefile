@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run under the race detector (everything; the engine runs goroutines throughout).
 UNIT_PKGS := ./...
 
-.PHONY: all build images test test-unit test-integration test-e2e lint fmt vet staticcheck bench bench-controller demo demo-repo fuzz clean generate verify-generated
+.PHONY: all build images tools test test-unit test-integration test-e2e lint fmt vet staticcheck bench bench-controller demo demo-repo fuzz clean generate verify-generated
 
 all: build
 
@@ -33,7 +33,14 @@ images:
 	$(GO) run ./hack/images -out $(IMAGES_DIR) -version $(VERSION) -revision $$(git rev-parse HEAD 2>/dev/null || echo unknown)
 
 ## test runs every test tier.
-test: test-unit test-integration test-e2e
+test: tools test-unit test-integration test-e2e
+
+# tools builds what the integration and e2e tiers run, two at a time: each go build keeps both cores busy while it
+# compiles, but its link step and module downloads do not, so a fresh machine's first run overlaps them. A no-op
+# once bin/ holds them.
+TOOLS := $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/minio $(BIN)/registry $(BIN)/helm
+tools:
+	@$(MAKE) --no-print-directory -j2 $(TOOLS)
 
 test-unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
