@@ -203,32 +203,26 @@ func (i *resticID) UnmarshalJSON(b []byte) error {
 
 // resticIndexFile is the JSON layout of restic's index files (restic's doc/design.rst, "Indexing").
 type resticIndexFile struct {
-	Supersedes []resticID `json:"supersedes,omitempty"`
-	Packs      []struct {
-		ID    resticID `json:"id"`
-		Blobs []struct {
-			ID                 resticID `json:"id"`
-			Type               string   `json:"type"`
-			Offset             uint     `json:"offset"`
-			Length             uint     `json:"length"`
-			UncompressedLength uint     `json:"uncompressed_length,omitempty"`
-		} `json:"blobs"`
-	} `json:"packs"`
+	Supersedes []resticID   `json:"supersedes,omitempty"`
+	Packs      []resticPack `json:"packs"`
+}
+
+// resticPack is one pack of a restic index file and the blobs it holds.
+type resticPack struct {
+	ID    resticID `json:"id"`
+	Blobs []struct {
+		ID                 resticID `json:"id"`
+		Type               string   `json:"type"`
+		Offset             uint     `json:"offset"`
+		Length             uint     `json:"length"`
+		UncompressedLength uint     `json:"uncompressed_length,omitempty"`
+	} `json:"blobs"`
 }
 
 // resticJSON writes a file of the shape in restic's format.
 func resticJSON(packs []index.PackBlobs) ([]byte, error) {
 	var f resticIndexFile
-	f.Packs = make([]struct {
-		ID    resticID `json:"id"`
-		Blobs []struct {
-			ID                 resticID `json:"id"`
-			Type               string   `json:"type"`
-			Offset             uint     `json:"offset"`
-			Length             uint     `json:"length"`
-			UncompressedLength uint     `json:"uncompressed_length,omitempty"`
-		} `json:"blobs"`
-	}, len(packs))
+	f.Packs = make([]resticPack, len(packs))
 	for i, p := range packs {
 		f.Packs[i].ID = resticID(p.ID)
 		for _, b := range p.Blobs {
